@@ -81,8 +81,25 @@ def _is_excluded(name: str, module: nn.Module, exclude: Sequence[Any]) -> bool:
     return False
 
 
+def _type_from_name(text: str) -> type:
+    """Resolve ``"type:package.module.Class"`` (how configs store excluded types)."""
+    import importlib
+
+    path = text[len("type:"):]
+    module_name, _, qualname = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"exclude names type {path!r}, which cannot be imported") from exc
+    return obj
+
+
+def _type_name(cls: type) -> str:
+    return f"type:{cls.__module__}.{cls.__qualname__}"
+
+
 def _check_exclude(model: nn.Module, exclude: Iterable[Any]) -> tuple[Any, ...]:
-    exclude = tuple(exclude)
+    exclude = tuple(_type_from_name(e) if isinstance(e, str) and e.startswith("type:") else e for e in exclude)
     names = {n for n, _ in model.named_modules()}
     for item in exclude:
         if isinstance(item, type):
@@ -185,7 +202,8 @@ def convert_to_binary_supermask(
         last_bn: append a non-affine ``BatchNorm1d`` over the logits (LBN).
         bn: ``"non_affine"`` replaces affine batch norms by non-affine ones (running statistics
             kept); ``"keep"`` leaves them (their affine parameters frozen).
-        exclude: module names (a name excludes its submodules too) or module types to leave dense.
+        exclude: module names (a name excludes its submodules too) or module types to leave dense
+            (a type can also be given as ``"type:torch.nn.Linear"``, which is how configs store it).
         seed: seed of the weights and initial scores.
         score_init_scale: scores start uniform in (-a, a) with this ``a``.
         num_classes: size of the logits for the last batch norm; by default the output size of
@@ -264,7 +282,7 @@ def convert_to_binary_supermask(
         "init": init,
         "last_bn": bool(last_bn),
         "bn": bn,
-        "exclude": [e.__name__ if isinstance(e, type) else e for e in exclude],
+        "exclude": [_type_name(e) if isinstance(e, type) else e for e in exclude],
         "seed": int(seed),
         "score_init_scale": float(score_init_scale),
         "num_classes": int(num_classes) if num_classes is not None else None,

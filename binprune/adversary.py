@@ -1,0 +1,208 @@
+"""Training-time attacks on top of torchattacks, the TRADES loss, and attack accuracy.
+
+Attacks work in pixel space: inputs in [0, 1], normalization inside the model.
+
+Batch norm during attack generation (``bn_mode``):
+
+``"train"`` (default for training)
+    the model is in train mode while the attack runs, so batch norms normalize with the batch's
+    statistics, exactly as in the training step that follows, but their running statistics are
+    frozen (:func:`frozen_batchnorm_stats`), so the attack's 10+ forward passes do not count as
+    training data. Dropout is off during the attack.
+``"eval"``
+    torchattacks' default: the model is in eval mode (running statistics) during the attack.
+
+torchattacks' APGD, FAB and Square re-seed the global RNG on every call; :func:`run_attack`
+forks the RNG around every attack call, so training keeps its own random stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+__all__ = [
+    "TRAIN_ATTACKS", "BN_MODES", "make_attack", "run_attack", "frozen_batchnorm_stats", "trades_loss",
+    "CarriedFGSM", "attack_accuracy", "default_alpha",
+]
+
+TRAIN_ATTACKS = ("pgd", "fast", "trades", "none")
+BN_MODES = ("train", "eval")
+
+
+def default_alpha(attack: str, eps: float, steps: int) -> float:
+    """Step size: 2.5 * eps / steps for iterative attacks (Madry et al.), 1.25 * eps for the
+    single-step fast attack (Wong et al., 2020)."""
+    if attack == "fast":
+        return 1.25 * eps
+    return 2.5 * eps / max(steps, 1)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Batch norms keep using batch statistics in train mode but do not update running ones."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class CarriedFGSM(torchattacks.Attack):
+    r"""FGSM whose starting point is the perturbation this example received in the previous epoch.
+
+    Distance Measure : Linf
+
+    Each training example keeps its perturbation in a buffer (int8 codes of ``delta / eps``) and
+    the next epoch starts one signed-gradient step from there instead of from a random point, so
+    the perturbation accumulates strength across epochs at the cost of one step per batch (the
+    "fast" variant of Liu et al., 2022, in the spirit of ATTA, Zheng et al., 2020). The buffer
+    starts uniform in [-eps, eps].
+
+    Arguments:
+        model (nn.Module): model to attack.
+        num_examples (int): size of the training set (buffer rows).
+        example_shape (tuple): shape of one input.
+        eps (float): maximum perturbation. (Default: 8/255)
+        alpha (float): step size. (Default: 1.25 * eps)
+        generator (torch.Generator): seeds the buffer's initial values.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1]; labels: :math:`(N)`; indices: :math:`(N)` rows of
+          the buffer. Output: adversarial images :math:`(N, C, H, W)`.
+
+    Examples::
+        >>> attack = CarriedFGSM(model, len(train_set), (1, 28, 28), eps=0.1)
+        >>> adv_images = attack(images, labels, indices)
+    """
+
+    def __init__(self, model: nn.Module, num_examples: int, example_shape: tuple[int, ...], eps: float = 8 / 255,
+                 alpha: float | None = None, generator: torch.Generator | None = None):
+        super().__init__("CarriedFGSM", model)
+        self.eps = eps
+        self.alpha = 1.25 * eps if alpha is None else alpha
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.codes = torch.randint(-127, 128, (num_examples, *example_shape), generator=gen, dtype=torch.int8)
+        self.supported_mode = ["default"]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        delta = self.codes[indices.cpu()].to(self.device, torch.float32) * (self.eps / 127.0)
+        adv = torch.clamp(images + delta, 0, 1).detach().requires_grad_(True)
+        loss = F.cross_entropy(self.get_logits(adv), labels)
+        grad = torch.autograd.grad(loss, adv)[0]
+        delta = torch.clamp(adv.detach() + self.alpha * grad.sign() - images, -self.eps, self.eps)
+        adv = torch.clamp(images + delta, 0, 1).detach()
+        self.codes[indices.cpu()] = torch.round((adv - images) / self.eps * 127.0).clamp_(-127, 127).to(torch.int8).cpu()
+        return adv
+
+
+def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                bn_mode: str = "train", num_examples: int | None = None,
+                example_shape: tuple[int, ...] | None = None, carry: bool = False,
+                generator: torch.Generator | None = None) -> torchattacks.Attack | None:
+    """Build the torchattacks attack used to make training examples.
+
+    ``"pgd"``: PGD (Linf, random start, ``steps`` steps of ``alpha``). ``"fast"``: FGSM with a
+    random start (torchattacks' FFGSM, step 1.25 eps), or :class:`CarriedFGSM` with ``carry``.
+    ``"trades"``: TPGD, which maximizes the KL divergence to the clean prediction. ``"none"``:
+    standard (non-adversarial) training, returns ``None``.
+    """
+    if name not in TRAIN_ATTACKS:
+        raise ValueError(f"unknown attack {name!r}: choose one of {', '.join(TRAIN_ATTACKS)}")
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown batch-norm mode {bn_mode!r} for attacks: choose 'train' or 'eval'")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if name == "none":
+        return None
+    alpha = default_alpha(name, eps, steps) if alpha is None else alpha
+    if alpha <= 0 and eps > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if name == "pgd":
+        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    elif name == "trades":
+        attack = torchattacks.TPGD(model, eps=eps, alpha=alpha, steps=steps)
+    elif carry:
+        if num_examples is None or example_shape is None:
+            raise ValueError("the carried fast attack needs num_examples and example_shape for its buffer")
+        attack = CarriedFGSM(model, num_examples, tuple(example_shape), eps=eps, alpha=alpha, generator=generator)
+    else:
+        attack = torchattacks.FFGSM(model, eps=eps, alpha=alpha)
+    configure_bn_mode(attack, bn_mode)
+    return attack
+
+
+def configure_bn_mode(attack: torchattacks.Attack, bn_mode: str) -> None:
+    """Tell torchattacks which mode to put the model in while the attack runs (see module doc)."""
+    if bn_mode == "train":
+        attack.set_model_training_mode(model_training=True, batchnorm_training=True, dropout_training=False)
+    else:
+        attack.set_model_training_mode(model_training=False)
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+
+
+def run_attack(attack: torchattacks.Attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               *args, bn_mode: str = "train") -> torch.Tensor:
+    """Run ``attack`` with the global RNG forked (attacks that re-seed it cannot reset training's
+    random stream) and, in ``"train"`` mode, with batch-norm running statistics frozen."""
+    was_training = model.training
+    with torch.random.fork_rng(devices=_rng_devices(images.device)):
+        stats = frozen_batchnorm_stats(model) if bn_mode == "train" and was_training else contextlib.nullcontext()
+        with stats:
+            adv = attack(images, labels, *args)
+    model.train(was_training)
+    return adv
+
+
+def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, labels: torch.Tensor, beta: float = 6.0) -> torch.Tensor:
+    """TRADES (Zhang et al., 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, batch mean."""
+    natural = F.cross_entropy(logits_clean, labels)
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
+    return natural + beta * robust
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1)
+
+
+def attack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                    attack: torchattacks.Attack | None = None, batch_size: int = 256,
+                    device: torch.device | str = "cpu", progress=None) -> float:
+    """Accuracy of ``model`` (put in eval mode) on ``images`` or on ``attack``'s adversarial
+    versions, batch by batch; ``progress`` is an optional callable receiving batch counts."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size].to(device)
+            if attack is not None:
+                x = run_attack(attack, model, x, y, bn_mode="eval")
+            correct += int((_predict(model, x) == y).sum())
+            if progress is not None:
+                progress(len(x))
+    finally:
+        model.train(was_training)
+    return correct / max(len(images), 1)
