@@ -1,4 +1,4 @@
-"""Training-time attacks on top of torchattacks, the TRADES loss, and attack accuracy.
+"""Training-time attacks on top of torchattacks, and the TRADES loss.
 
 Attacks work in pixel space: inputs in [0, 1], normalization inside the model.
 
@@ -24,11 +24,12 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 import torchattacks
+from torchattacks.attack import Attack
 from torch import nn
 
 __all__ = [
     "TRAIN_ATTACKS", "BN_MODES", "make_attack", "run_attack", "frozen_batchnorm_stats", "trades_loss",
-    "CarriedFGSM", "attack_accuracy", "default_alpha",
+    "CarriedFGSM", "default_alpha",
 ]
 
 TRAIN_ATTACKS = ("pgd", "fast", "trades", "none")
@@ -60,7 +61,7 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-class CarriedFGSM(torchattacks.Attack):
+class CarriedFGSM(Attack):
     r"""FGSM whose starting point is the perturbation this example received in the previous epoch.
 
     Distance Measure : Linf
@@ -113,7 +114,7 @@ class CarriedFGSM(torchattacks.Attack):
 def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                 bn_mode: str = "train", num_examples: int | None = None,
                 example_shape: tuple[int, ...] | None = None, carry: bool = False,
-                generator: torch.Generator | None = None) -> torchattacks.Attack | None:
+                generator: torch.Generator | None = None) -> Attack | None:
     """Build the torchattacks attack used to make training examples.
 
     ``"pgd"``: PGD (Linf, random start, ``steps`` steps of ``alpha``). ``"fast"``: FGSM with a
@@ -148,7 +149,7 @@ def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None 
     return attack
 
 
-def configure_bn_mode(attack: torchattacks.Attack, bn_mode: str) -> None:
+def configure_bn_mode(attack: Attack, bn_mode: str) -> None:
     """Tell torchattacks which mode to put the model in while the attack runs (see module doc)."""
     if bn_mode == "train":
         attack.set_model_training_mode(model_training=True, batchnorm_training=True, dropout_training=False)
@@ -157,10 +158,11 @@ def configure_bn_mode(attack: torchattacks.Attack, bn_mode: str) -> None:
 
 
 def _rng_devices(device: torch.device) -> list[int]:
+    """CUDA device indices whose RNG ``torch.random.fork_rng`` must save (none on CPU)."""
     return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
 
-def run_attack(attack: torchattacks.Attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+def run_attack(attack: Attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                *args, bn_mode: str = "train") -> torch.Tensor:
     """Run ``attack`` with the global RNG forked (attacks that re-seed it cannot reset training's
     random stream) and, in ``"train"`` mode, with batch-norm running statistics frozen."""
@@ -178,31 +180,3 @@ def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, labels: to
     natural = F.cross_entropy(logits_clean, labels)
     robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
     return natural + beta * robust
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def attack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                    attack: torchattacks.Attack | None = None, batch_size: int = 256,
-                    device: torch.device | str = "cpu", progress=None) -> float:
-    """Accuracy of ``model`` (put in eval mode) on ``images`` or on ``attack``'s adversarial
-    versions, batch by batch; ``progress`` is an optional callable receiving batch counts."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(device)
-            y = labels[start:start + batch_size].to(device)
-            if attack is not None:
-                x = run_attack(attack, model, x, y, bn_mode="eval")
-            correct += int((_predict(model, x) == y).sum())
-            if progress is not None:
-                progress(len(x))
-    finally:
-        model.train(was_training)
-    return correct / max(len(images), 1)

@@ -160,6 +160,8 @@ def load_model(
 ) -> nn.Module:
     """Rebuild and load the model stored in a checkpoint (or a packed ``.bpk`` file), in eval mode."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head.startswith(b"BPK"):

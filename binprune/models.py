@@ -208,5 +208,9 @@ class SmallCNN(nn.Sequential):
 
 
 @register_model("small_cnn")
-def _small_cnn(*, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128), hidden: int = 0) -> nn.Module:
-    return SmallCNN(num_classes=num_classes, in_channels=in_channels, widths=tuple(widths), hidden=hidden)
+def _small_cnn(*, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128), hidden: int = 0,
+               width_factor: float = 1.0) -> nn.Module:
+    if width_factor <= 0:
+        raise ValueError(f"width_factor must be > 0, got {width_factor}")
+    scaled = tuple(max(1, int(round(w * width_factor))) for w in widths)
+    return SmallCNN(num_classes=num_classes, in_channels=in_channels, widths=scaled, hidden=hidden)

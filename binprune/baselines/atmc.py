@@ -1,0 +1,250 @@
+"""ATMC (Gui et al., 2019): adversarial training under a sparsity budget and weight quantization,
+solved by projection and ADMM.
+
+What differs from binprune: the weights themselves are trained (starting from the adversarially
+pre-trained dense network) and there are no scores. After every optimizer step of
+``binprune.train``, :class:`ATMCProjection` (a step hook whose state is checkpointed):
+
+1. pulls the weights toward the ADMM target, ``W -= penalty * (W - Z + U)`` (a gradient step on
+   the augmented-Lagrangian term ``rho/2 ||W - Z + U||^2``, ``penalty = lr * rho``);
+2. projects onto the L0 budget: keeps the ``k`` largest ``|W|`` across all layers (``"global"``,
+   ATMC's own allocation) or per layer with binprune's counts (``"adaptive"`` / ``"uniform"``),
+   and zeroes the rest;
+3. every ``admm_every`` steps, the ADMM ``Z`` and dual ``U`` updates:
+   ``Z = Q(W + U)`` on the kept entries, ``U += W - Z``, where ``Q`` quantizes each layer to a
+   codebook of ``2**bits`` non-zero levels plus a fixed zero level, fitted by k-means.
+
+When training ends, :meth:`ATMCProjection.project` applies the exact projection ``W = Q(P_k(W))``:
+the final model is sparse and quantized, and that is the model evaluated. ``bits=1`` is the
+binary setting (two levels plus zero per layer); ``bits=None`` skips quantization (kept weights in
+full precision; only the sparsity projection). Biases and batch-norm values stay in full precision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import register_transform
+from ..sparsity import _check_sparsity, allocate_keep_counts
+from ..supermask import topk_mask
+from ._common import coded_mask_bytes, effective_weights, other_float_values, size_summary, weight_layers
+
+__all__ = ["ATMCProjection", "quantize_with_zero", "kmeans_codebook", "atmc_model", "atmc_size", "ATMC_ALLOCATIONS"]
+
+ATMC_ALLOCATIONS = ("global", "adaptive", "uniform")
+
+
+def kmeans_codebook(values: torch.Tensor, levels: int, iterations: int = 10) -> torch.Tensor:
+    """``levels`` non-zero centroids for ``values`` by k-means (Lloyd) with an extra level fixed at
+    zero. Initial centroids: the ``(i + 0.5) / levels`` quantiles. Deterministic."""
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    v = values.detach().flatten().float()
+    if v.numel() == 0:
+        return torch.zeros(levels, dtype=torch.float32, device=values.device)
+    q = (torch.arange(levels, dtype=torch.float32, device=v.device) + 0.5) / levels
+    centroids = torch.quantile(v, q)
+    for _ in range(iterations):
+        table = torch.cat([centroids.new_zeros(1), centroids])
+        assign = (v[:, None] - table[None, :]).abs().argmin(1)
+        sums = torch.zeros(levels + 1, device=v.device).index_add_(0, assign, v)
+        counts = torch.bincount(assign, minlength=levels + 1).float()
+        update = counts[1:] > 0
+        new = torch.where(update, sums[1:] / counts[1:].clamp_min(1), centroids)
+        if torch.equal(new, centroids):
+            break
+        centroids = new
+    return centroids
+
+
+def quantize_with_zero(values: torch.Tensor, mask: torch.Tensor, levels: int, iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project ``values`` onto ``{0} U codebook`` on the entries of ``mask`` (zero elsewhere), with a
+    per-tensor codebook of ``levels`` non-zero values fitted by :func:`kmeans_codebook`.
+
+    Returns ``(quantized, codebook)``.
+    """
+    kept = values[mask]
+    codebook = kmeans_codebook(kept, levels, iterations)
+    table = torch.cat([codebook.new_zeros(1), codebook]).to(values.dtype)
+    out = torch.zeros_like(values)
+    if kept.numel():
+        assign = (kept[:, None] - table[None, :]).abs().argmin(1)
+        out[mask] = table[assign]
+    return out, codebook
+
+
+class ATMCProjection:
+    """Step hook: sparsity projection after every step and ADMM quantization (module docstring).
+
+    Args:
+        model: the dense model being trained (its conv / linear weights are projected); the ADMM
+            variables start at ``Z = Q(P_k(W))``, ``U = 0``.
+        sparsity: fraction of the conv / linear weights removed.
+        allocation: ``"global"`` (one threshold across layers), ``"adaptive"`` (binprune's counts,
+            exponent ``p``) or ``"uniform"``.
+        bits: ``2**bits`` non-zero levels per layer (1: binary); ``None`` for no quantization.
+        penalty: pull toward ``Z - U`` per step (``lr * rho``).
+        admm_every: steps between ``Z`` / ``U`` updates.
+        kmeans_iterations: Lloyd iterations per codebook fit.
+    """
+
+    def __init__(self, model: nn.Module, *, sparsity: float, allocation: str = "global", p: float = 0.1,
+                 bits: int | None = 1, penalty: float = 0.01, admm_every: int = 10, kmeans_iterations: int = 10):
+        self.sparsity = _check_sparsity(sparsity)
+        if allocation not in ATMC_ALLOCATIONS:
+            raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
+        if bits is not None and not (isinstance(bits, int) and 1 <= bits <= 16):
+            raise ValueError(f"bits must be an integer in [1, 16] or None, got {bits!r}")
+        if not 0 <= penalty < 1:
+            raise ValueError(f"penalty must be in [0, 1), got {penalty}")
+        if admm_every < 1:
+            raise ValueError(f"admm_every must be >= 1, got {admm_every}")
+        self.allocation, self.p, self.bits = allocation, float(p), bits
+        self.penalty, self.admm_every, self.kmeans_iterations = float(penalty), int(admm_every), int(kmeans_iterations)
+        weights = self._weights(model)
+        sizes = [w.numel() for w in weights]
+        self.total_keep = max(1, round((1.0 - self.sparsity) * sum(sizes)))
+        self.counts = None if allocation == "global" else allocate_keep_counts(sizes, self.sparsity, self.p, allocation)
+        self.step = 0
+        self.Z: list[torch.Tensor] = []
+        self.U: list[torch.Tensor] = []
+        self.codebooks: list[torch.Tensor] = []
+        if bits is not None:
+            with torch.no_grad():
+                masks = self.masks(weights)
+                for w, m in zip(weights, masks):
+                    z, book = quantize_with_zero(w.detach() * m, m, self.levels, self.kmeans_iterations)
+                    self.Z.append(z)
+                    self.U.append(torch.zeros_like(w))
+                    self.codebooks.append(book)
+
+    @property
+    def levels(self) -> int:
+        return 2 ** self.bits if self.bits is not None else 0
+
+    @staticmethod
+    def _weights(model: nn.Module) -> list[torch.Tensor]:
+        weights = [m.weight for _, m in weight_layers(model)]
+        if not weights:
+            raise ValueError("the model has no Conv or Linear weight to project")
+        return weights
+
+    def masks(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Boolean masks of the kept entries: the global or per-layer top-k of ``|W|``."""
+        if self.counts is not None:
+            return [topk_mask(w, k) for w, k in zip(weights, self.counts)]
+        flat = torch.cat([w.detach().abs().flatten() for w in weights])
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[torch.topk(flat, self.total_keep, sorted=False).indices] = True
+        return [part.view_as(w) for part, w in zip(torch.split(keep, [w.numel() for w in weights]), weights)]
+
+    def _to(self, device: torch.device) -> None:
+        if self.Z and self.Z[0].device != device:
+            self.Z = [z.to(device) for z in self.Z]
+            self.U = [u.to(device) for u in self.U]
+            self.codebooks = [c.to(device) for c in self.codebooks]
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, step: int) -> None:
+        weights = self._weights(model)
+        if self.bits is not None:
+            self._to(weights[0].device)
+            if self.penalty > 0:
+                for w, z, u in zip(weights, self.Z, self.U):
+                    w.sub_(self.penalty * (w - z + u))
+        masks = self.masks(weights)
+        for w, m in zip(weights, masks):
+            w.mul_(m)
+        self.step = int(step)
+        if self.bits is not None and self.step % self.admm_every == 0:
+            for i, (w, m) in enumerate(zip(weights, masks)):
+                z, book = quantize_with_zero(w + self.U[i], m, self.levels, self.kmeans_iterations)
+                self.Z[i], self.codebooks[i] = z, book
+                self.U[i] = self.U[i] + w - z
+
+    @torch.no_grad()
+    def project(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The final exact projection ``W = Q(P_k(W))`` (in place); returns per-layer counts and
+        codebooks."""
+        weights = self._weights(model)
+        masks = self.masks(weights)
+        info = []
+        for (name, _), w, m in zip(weight_layers(model), weights, masks):
+            if self.bits is None:
+                w.mul_(m)
+                book = None
+            else:
+                q, book = quantize_with_zero(w.detach() * m, m, self.levels, self.kmeans_iterations)
+                w.copy_(q)
+            info.append({"name": name, "total": w.numel(), "kept": int((w != 0).sum()),
+                         "codebook": book.tolist() if book is not None else None})
+        return info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "Z": [z.detach().clone() for z in self.Z],
+                "U": [u.detach().clone() for u in self.U], "codebooks": [c.detach().clone() for c in self.codebooks],
+                "settings": self._settings()}
+
+    def _settings(self) -> dict[str, Any]:
+        return {"sparsity": self.sparsity, "allocation": self.allocation, "p": self.p, "bits": self.bits,
+                "penalty": self.penalty, "admm_every": self.admm_every, "kmeans_iterations": self.kmeans_iterations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("settings") != self._settings():
+            raise ValueError(f"ATMC state was saved with settings {state.get('settings')}, not {self._settings()}")
+        if len(state["Z"]) != len(self.Z) or len(state["U"]) != len(self.U):
+            raise ValueError("ATMC state holds a different number of layers than the model")
+        self.step = int(state["step"])
+        self.Z = [z.clone() for z in state["Z"]]
+        self.U = [u.clone() for u in state["U"]]
+        self.codebooks = [c.clone() for c in state["codebooks"]]
+
+
+def atmc_model(model: nn.Module, *, sparsity: float = 0.99, allocation: str = "global", p: float = 0.1,
+               bits: int | None = 1) -> nn.Module:
+    """Tag a dense model as an ATMC model (in place; its structure is the dense one, the
+    projection happens in :class:`ATMCProjection`), so checkpoints record the settings."""
+    _check_sparsity(sparsity)
+    if allocation not in ATMC_ALLOCATIONS:
+        raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
+    model.binprune_transform = {"name": "atmc", "kwargs": {"sparsity": float(sparsity), "allocation": allocation,
+                                                          "p": float(p), "bits": bits}}
+    return model
+
+
+@register_transform("atmc")
+def _atmc_transform(base: nn.Module, **kwargs: Any) -> nn.Module:
+    return atmc_model(base, **kwargs)
+
+
+def atmc_size(model: nn.Module, bits: int | None) -> dict:
+    """Stored size of a projected ATMC model: each layer's coded mask of non-zero weights, its
+    codebook (32 bits per non-zero level; the zero level is implied by the mask) and ``bits`` per
+    non-zero weight (32 for ``bits=None``), plus 32 bits per other value."""
+    masks = weights = books = 0
+    for name, w in effective_weights(model):
+        nonzero = w != 0
+        kept = int(nonzero.sum())
+        masks += coded_mask_bytes(nonzero)
+        if bits is None:
+            weights += 4 * kept
+        else:
+            distinct = int(torch.unique(w[nonzero]).numel())
+            if distinct > 2 ** bits:
+                raise ValueError(f"layer {name} has {distinct} distinct non-zero values, more than 2**{bits}: "
+                                 "project the model first (ATMCProjection.project)")
+            weights += math.ceil(kept * bits / 8)
+            books += 4 * 2 ** bits
+    parts = {"masks": masks, "weights": weights}
+    if bits is None:
+        formula = "coded masks of non-zero weights + 4 B x non-zero weights + 4 B x other values"
+    else:
+        parts["codebooks"] = books
+        formula = (f"coded masks of non-zero weights + {bits} bit(s) x non-zero weights (per layer, rounded up) "
+                   f"+ 4 B x {2 ** bits} codebook levels per layer + 4 B x other values")
+    parts["other"] = 4 * other_float_values(model)
+    return size_summary(parts, formula)

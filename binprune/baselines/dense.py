@@ -1,0 +1,172 @@
+"""AT baselines: Madry PGD adversarial training of the dense network, full precision or binary.
+
+What differs from binprune: nothing is pruned and there are no scores; the weights themselves
+are trained (``binprune.train`` trains whatever requires gradients, here every parameter). The
+network keeps its affine batch norms and no last batch norm is added.
+
+Binary weights (``binarize_weights``): every conv / linear weight becomes a *latent*
+full-precision tensor ``w`` and the layer computes with ``alpha * sign(w)``, where the per-layer
+scale ``alpha`` is the mean ``|w|`` over the layer's non-zero entries (XNOR-Net's scale; the
+non-zero rule lets the same parametrization binarize the kept weights of a pruned layer). The
+gradient is straight-through, ``dL/dw = dL/dw_b * 1{|w| <= 1}`` (zero where the latent weight
+left [-1, 1]; the scale is treated as a constant). :class:`LatentClip`, run after every optimizer
+step, keeps the latent weights in [-1, 1], as BinaryConnect does. Biases and batch-norm
+parameters stay in full precision.
+
+The "small" dense network is the same architecture with every width multiplied by a factor
+chosen so that it has about 1% of the parameters (:func:`width_factor_for_ratio`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..checkpoint import register_transform
+from ._common import effective_weights, other_float_values, size_summary, weight_layers
+
+__all__ = [
+    "BinaryWeight", "binarize_weights", "LatentClip", "binary_weight_tensors", "width_factor_for_ratio",
+    "dense_size", "binary_dense_size", "count_params",
+]
+
+
+class _SignSTE(torch.autograd.Function):
+    """``alpha * sign(w)`` forward; ``g * 1{|w| <= 1}`` backward (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, latent):  # type: ignore[override]
+        nonzero = latent != 0
+        alpha = latent.abs().sum() / nonzero.sum().clamp_min(1)
+        ctx.save_for_backward(latent)
+        return torch.sign(latent) * alpha
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (latent,) = ctx.saved_tensors
+        return grad * (latent.abs() <= 1).to(grad.dtype)
+
+
+class BinaryWeight(nn.Module):
+    """Parametrization ``w -> alpha * sign(w)`` with ``alpha = mean |w|`` over the non-zero
+    entries and a straight-through gradient that is zero where ``|w| > 1``.
+
+    Zero entries stay zero (``sign(0) = 0``), so placed after a :class:`binprune.TopKMask` it
+    binarizes only the kept weights.
+    """
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return _SignSTE.apply(latent)
+
+    @staticmethod
+    def scale(latent: torch.Tensor) -> torch.Tensor:
+        """The per-layer scale ``alpha`` the forward uses for ``latent``."""
+        nonzero = latent != 0
+        return latent.abs().sum() / nonzero.sum().clamp_min(1)
+
+
+def binary_weight_tensors(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(layer name, module)`` of every layer whose weight carries a :class:`BinaryWeight`."""
+    found = []
+    for name, module in weight_layers(model):
+        if parametrize.is_parametrized(module, "weight") and any(
+                isinstance(p, BinaryWeight) for p in module.parametrizations["weight"]):
+            found.append((name, module))
+    return found
+
+
+def _latent(module: nn.Module) -> torch.Tensor:
+    return module.parametrizations["weight"].original
+
+
+def _clip_latents(model: nn.Module) -> None:
+    with torch.no_grad():
+        for _, module in binary_weight_tensors(model):
+            _latent(module).clamp_(-1.0, 1.0)
+
+
+def binarize_weights(model: nn.Module) -> nn.Module:
+    """Make every conv / linear weight of ``model`` binary (in place; see the module docstring)
+    and clip the latent weights into [-1, 1]. Layers already masked keep their mask: the
+    binarization is appended after it. Returns ``model``."""
+    layers = list(weight_layers(model))
+    if not layers:
+        raise ValueError("the model has no Conv or Linear weight to binarize")
+    for name, module in layers:
+        if parametrize.is_parametrized(module, "weight") and any(
+                isinstance(p, BinaryWeight) for p in module.parametrizations["weight"]):
+            raise ValueError(f"layer {name!r} is already binary")
+        parametrize.register_parametrization(module, "weight", BinaryWeight(), unsafe=True)
+    _clip_latents(model)
+    transform = getattr(model, "binprune_transform", None)
+    if transform is None:
+        model.binprune_transform = {"name": "binary_weights", "kwargs": {}}
+    return model
+
+
+@register_transform("binary_weights")
+def _binary_weights_transform(base: nn.Module, **kwargs: Any) -> nn.Module:
+    if kwargs:
+        raise ValueError(f"binary_weights takes no options, got {sorted(kwargs)}")
+    return binarize_weights(base)
+
+
+class LatentClip:
+    """Step hook keeping the latent weights of binary layers in [-1, 1] (stateless)."""
+
+    def __call__(self, model: nn.Module, step: int) -> None:
+        _clip_latents(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of a plain (unconverted) model: weights, biases, batch-norm affine values."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def width_factor_for_ratio(build: Callable[[float], nn.Module], ratio: float, reference: int,
+                           *, low: float = 1e-3, high: float = 1.0) -> tuple[float, float]:
+    """The width factor whose model has ``ratio * reference`` parameters, closest on a log scale
+    (bisection over ``build(width_factor)``; widths are rounded, so the ratio is approximate).
+
+    Returns ``(width_factor, actual_ratio)``.
+    """
+    target = ratio * reference
+    best = None
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        n = count_params(build(math.exp(mid)))
+        if best is None or abs(math.log(n / target)) < abs(math.log(best[1] / target)):
+            best = (math.exp(mid), n)
+        if n < target:
+            lo = mid
+        else:
+            hi = mid
+    factor = round(best[0], 4)
+    return factor, count_params(build(factor)) / reference
+
+
+def dense_size(model: nn.Module) -> dict:
+    """Stored size of a dense full-precision model: 32 bits per weight and per other value."""
+    weights = sum(w.numel() for _, w in effective_weights(model))
+    return size_summary({"weights": 4 * weights, "other": 4 * other_float_values(model)},
+                        "4 B x weights + 4 B x other values (biases, BN, normalization)")
+
+
+def binary_dense_size(model: nn.Module) -> dict:
+    """Stored size of a dense binary model: 1 bit per weight (rounded up per layer), a 32-bit scale
+    per layer, and 32 bits per other value."""
+    layers = effective_weights(model)
+    bits = sum(math.ceil(w.numel() / 8) for _, w in layers)
+    return size_summary({"weights": bits, "scales": 4 * len(layers), "other": 4 * other_float_values(model)},
+                        "1 bit x weights (per layer, rounded up to bytes) + 4 B scale per layer + 4 B x other values")
