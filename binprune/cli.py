@@ -149,16 +149,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup-epochs", type=_non_negative_float, help="linear warm-up epochs (default: 0)")
     g.add_argument("--val-fraction", type=_fraction_below_one, help="held-out share of the training set for model selection (default: 0.02)")
     g.add_argument("--augment", choices=AUGMENTATIONS, help="augmentation (default: crop_flip for CIFAR, none otherwise)")
-    g.add_argument("--train-examples", type=_positive_int, help="use only the first N training examples")
+    g.add_argument("--train-examples", type=_positive_int, help="use only N training examples (a seeded random subset)")
     g.add_argument("--seed", type=_non_negative_int, help="seed of weights, scores, data order and attacks (default: 0)")
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--test-examples", type=_positive_int, help="evaluate on the first N test examples (default: all)")
+    g.add_argument("--test-examples", type=_positive_int, help="evaluate on the first N test examples, classes interleaved for data stored by class (default: all)")
     g.add_argument("--test-pgd-steps", type=_positive_int, help="PGD steps of the final test (default: 20)")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--checkpoint-every", type=_non_negative_int, help="also checkpoint every N steps (default: per epoch)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     p.set_defaults(run=_run_train)
 
 
@@ -215,7 +215,7 @@ def _run_train(args: argparse.Namespace) -> int:
         val_fraction=o["val_fraction"], carry_perturbation=o["carry_perturbation"], attack_bn=o["attack_bn"],
         augment=o["augment"], train_examples=o["train_examples"], test_examples=o["test_examples"],
         test_pgd_steps=o["test_pgd_steps"], checkpoint_every=o["checkpoint_every"], out_dir=out,
-        resume=args.resume, seed=o["seed"], device=o["device"], progress=not args.no_progress,
+        resume=args.resume, seed=o["seed"], device=o["device"], progress="epochs" if args.no_progress else True,
         extra_config={"dataset": o["dataset"], "arch": o["arch"], "width_factor": o["width_factor"],
                       "dense": bool(o["dense"]), "preset": args.preset},
     )
@@ -285,7 +285,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="examples per forward pass (default: 256)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--out", metavar="PATH", help="write the results JSON here (default: print it)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     p.set_defaults(run=_run_eval)
 
 
@@ -394,7 +394,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         sanity = sanity_checks(model, data, eps, norm=args.norm, results=results, n_examples=sanity_n,
                                batch_size=args.batch_size, device=device, seed=args.seed, pgd_steps=args.pgd_steps,
                                progress=progress)
-    output = {"command": "binprune eval", "checkpoint": str(args.checkpoint), "dataset": args.dataset, **results,
+    arguments = {k: v for k, v in vars(args).items() if k != "run"}
+    output = {"command": "binprune eval", "arguments": arguments, "checkpoint": str(args.checkpoint),
+              "dataset": args.dataset, **results,
               "sanity_checks": sanity, "leaderboard_entry": entry_path}
     if args.out:
         write_json(args.out, output)

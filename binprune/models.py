@@ -184,11 +184,13 @@ class SmallCNN(nn.Sequential):
     """A small VGG-style network for CPU work: conv-BN-ReLU blocks, stride-2 downsampling,
     global average pooling and a linear classifier. Works for any input size >= 8 pixels.
 
-    ``widths`` gives each conv's output channels; a stage of two convs is used per width, the
-    second with stride 2.
+    ``widths`` gives each stage's output channels; a stage is two convs, the second with stride 2.
+    The default puts most parameters in the low-resolution stages, where each parameter costs
+    few multiply-adds: a 99%-sparse mask then keeps ~12k weights at ~20M MACs per 28x28 image.
     """
 
-    def __init__(self, *, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128), hidden: int = 0):
+    def __init__(self, *, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128, 256),
+                 hidden: int = 0):
         layers: list[tuple[str, nn.Module]] = []
         prev = in_channels
         for i, w in enumerate(widths):
@@ -208,7 +210,7 @@ class SmallCNN(nn.Sequential):
 
 
 @register_model("small_cnn")
-def _small_cnn(*, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128), hidden: int = 0,
+def _small_cnn(*, num_classes: int, in_channels: int, widths: Sequence[int] = (32, 64, 128, 256), hidden: int = 0,
                width_factor: float = 1.0) -> nn.Module:
     if width_factor <= 0:
         raise ValueError(f"width_factor must be > 0, got {width_factor}")

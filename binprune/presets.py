@@ -26,7 +26,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "attack": "fast",
         "carry_perturbation": True,
         "eps": 0.1,
-        "epochs": 6,
+        "epochs": 4,
         "batch_size": 128,
         "lr": 0.1,
         "device": "cpu",

@@ -275,7 +275,7 @@ _SUMS = ("loss", "adv_correct", "clean_correct", "clean_seen", "seen")
 
 class _Trainer:
     def __init__(self, model: nn.Module, train_data: Any, test_data: Any, config: TrainConfig, *,
-                 out_dir: Path | None, resume: bool, device: torch.device, progress: bool,
+                 out_dir: Path | None, resume: bool, device: torch.device, progress: bool | str,
                  attack: Attack | None, step_hook: StepHook | None, extra_config: dict[str, Any],
                  checkpoint_every: int):
         self.config = config
@@ -285,7 +285,10 @@ class _Trainer:
         self.rank, self.world = _dist_info()
         self.device = device
         self.out_dir = out_dir
-        self.progress = progress and self.rank == 0
+        if progress not in (True, False, "epochs"):
+            raise ValueError(f"progress must be True, False or 'epochs', got {progress!r}")
+        self.progress = progress is True and self.rank == 0  # progress bars
+        self.log_epochs = progress in (True, "epochs") and self.rank == 0  # one line per epoch
         self.step_hook = step_hook
         self.extra_config = extra_config
         self.model = model.to(device)
@@ -295,7 +298,10 @@ class _Trainer:
 
         full = _as_indexed(train_data, "train_data")
         if config.train_examples is not None and config.train_examples < len(full):
-            full = full.subset(torch.arange(config.train_examples))
+            # A seeded random subset: datasets stored by class (image folders) would otherwise
+            # give the first classes only.
+            pick = torch.randperm(len(full), generator=torch.Generator().manual_seed(stable_seed(config.seed, "subset")))
+            full = full.subset(pick[:config.train_examples].sort().values)
         n_val = int(round(len(full) * config.val_fraction))
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(stable_seed(config.seed, "val")))
         self.val = full.subset(perm[:n_val].sort().values) if n_val else None
@@ -448,19 +454,19 @@ class _Trainer:
 
     # -- evaluation --
 
-    def _accuracies(self, view: _Indexed, steps: int, n: int | None = None, desc: str = "") -> tuple[float, float]:
-        """Clean and PGD-``steps`` accuracy (eval mode) through :func:`binprune.evaluate.evaluate`."""
+    def _accuracies(self, view: _Indexed, steps: int, n: int | None = None, desc: str = "") -> dict[str, Any]:
+        """Clean and PGD-``steps`` accuracy (eval mode) of the first ``n`` examples (classes
+        interleaved when the data is stored by class) through :func:`binprune.evaluate.evaluate`."""
         from .evaluate import evaluate
 
-        x, y = view.tensors()
-        if n is not None:
-            x, y = x[:n], y[:n]
         attacks = ("clean", "pgd") if self.config.eps > 0 else ("clean",)
-        result = evaluate(self.model, (x, y), eps=self.config.eps, attacks=attacks, pgd_steps=steps,
-                          seed=stable_seed(self.config.seed, desc), device=self.device, fast=False,
+        n = None if n is None or n >= len(view) else n
+        result = evaluate(self.model, view.tensors(), eps=self.config.eps, attacks=attacks, pgd_steps=steps,
+                          n_examples=n, seed=stable_seed(self.config.seed, desc), device=self.device, fast=False,
                           progress=self.progress and desc == "test")
         acc = result["accuracy"]
-        return acc["clean"], acc.get("pgd", acc["clean"])
+        return {"clean": acc["clean"], "robust": acc.get("pgd", acc["clean"]),
+                "n": result["data"]["n_examples"], "selection": result["data"]["selection"]}
 
     # -- the loop --
 
@@ -490,10 +496,12 @@ class _Trainer:
                     self._save_last()
             if bar is not None:
                 bar.close()
-            self._end_epoch(time.perf_counter() - t_epoch)
+            self._end_epoch(time.perf_counter() - t_epoch, (self.sums["seen"] - seen_at_start) * self.world)
         return self._finish()
 
-    def _end_epoch(self, seconds: float) -> None:
+    def _end_epoch(self, seconds: float, images_timed: float) -> None:
+        """Log, validate, select, checkpoint. ``seconds`` and ``images_timed`` cover the part of the
+        epoch run by this process (after a resume, not the part done before the interruption)."""
         cfg = self.config
         sums = dict(self.sums)
         if self.world > 1:
@@ -507,10 +515,11 @@ class _Trainer:
             "train_adv_acc": sums["adv_correct"] / max(sums["seen"], 1),
             "train_clean_acc": sums["clean_correct"] / sums["clean_seen"] if sums["clean_seen"] else None,
             "seconds": seconds,
-            "images_per_second": sums["seen"] / seconds if seconds > 0 else None,
+            "images_per_second": images_timed / seconds if seconds > 0 else None,
         }
         if self.val is not None:
-            clean, robust = self._accuracies(self.val, cfg.effective_val_steps, desc="validation")
+            val_acc = self._accuracies(self.val, cfg.effective_val_steps, desc="validation")
+            clean, robust = val_acc["clean"], val_acc["robust"]
             record.update(val_clean_acc=clean, val_robust_acc=robust)
             score = robust if cfg.eps > 0 else clean
             if self.best is None or score > self.best["score"]:
@@ -527,7 +536,7 @@ class _Trainer:
             lines = "".join(json.dumps(r) + "\n" for r in self.history)
             atomic_write_bytes(self.out_dir / "metrics.jsonl", lines.encode())
         self._save_last()
-        if self.progress:
+        if self.log_epochs:
             val = (f", val clean {record['val_clean_acc']:.3f} robust {record['val_robust_acc']:.3f}"
                    if self.val is not None else "")
             print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, adv acc {record['train_adv_acc']:.3f}{val}",
@@ -556,9 +565,9 @@ class _Trainer:
         }
         if self.test is not None and self.rank == 0:
             t = time.perf_counter()
-            n = min(cfg.test_examples or len(self.test), len(self.test))
-            clean, robust = self._accuracies(self.test, cfg.test_pgd_steps, n=n, desc="test")
-            metrics.update(clean_acc=clean, robust_acc=robust, test_examples=n, eval_seconds=time.perf_counter() - t)
+            test = self._accuracies(self.test, cfg.test_pgd_steps, n=cfg.test_examples, desc="test")
+            metrics.update(clean_acc=test["clean"], robust_acc=test["robust"], test_examples=test["n"],
+                           test_selection=test["selection"], eval_seconds=time.perf_counter() - t)
         if self.rank == 0 and self.out_dir is not None:
             write_json(self.out_dir / "metrics.json", metrics)
             _plot_curves(self.history, self.out_dir / "curves.png")
@@ -634,7 +643,7 @@ def train(
     resume: bool = False,
     seed: int = 0,
     device: str | torch.device = "auto",
-    progress: bool = True,
+    progress: bool | str = True,
     step_hook: StepHook | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -648,7 +657,8 @@ def train(
         eps: Linf budget of the training attack (pixel units; 0 with ``attack="none"`` is standard training).
         epochs: passes over the training split.
         test_data: if given, the returned model is evaluated on it: clean and PGD-``test_pgd_steps``
-            accuracy (first ``test_examples`` examples).
+            accuracy on the first ``test_examples`` examples (classes interleaved when the data is
+            stored sorted by class, as :func:`binprune.evaluate.evaluate` does).
         attack: ``"pgd"`` (Madry et al.), ``"fast"`` (FGSM with random start, step 1.25 eps; with
             ``carry_perturbation`` each example's perturbation carries over to the next epoch),
             ``"trades"`` (TRADES loss, beta ``trades_beta``, TPGD inner maximization), ``"none"``, or
@@ -661,12 +671,14 @@ def train(
         attack_bn: batch-norm mode while attacks run: ``"train"`` (batch statistics, running
             statistics frozen) or ``"eval"``; see :mod:`binprune.adversary`.
         augment: ``"crop_flip"`` or ``"none"``; default: the dataset's own (``crop_flip`` for CIFAR).
-        train_examples: use only the first N training examples (quick runs).
+        train_examples: use only N training examples, a seeded random subset (quick runs).
         clean_acc_every: measure clean batch accuracy every N steps (one extra forward pass).
         checkpoint_every: also checkpoint every N optimizer steps (0: once per epoch).
         out_dir: where ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.json``, ``config.json`` and
             ``curves.png`` go; ``None`` writes nothing.
         resume: continue from ``out_dir/last.pt`` (same settings required).
+        progress: ``True``: progress bars and one line per epoch; ``"epochs"``: the lines only;
+            ``False``: silent.
         step_hook: called after every optimizer step (baselines use it for projections).
         extra_config: plain values recorded with the config (and checked on resume).
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from ..checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..convert import convert_to_binary_supermask
 from ..data import load_dataset
 from ..models import create_model
-from ..sparsity import allocate_keep_counts
 from ..train import StepHook, train
 from ..utils import resolve_device, stable_seed, write_json
 from ._common import effective_weights
@@ -97,6 +95,7 @@ class ComparePreset:
     pgd_steps: int = 20
     atmc_penalty: float = 0.01
     atmc_admm_every: int = 10
+    autoattack_options: dict | None = None
     methods: tuple[str, ...] = ()
     data_note: str = ""
     hidden: bool = False
@@ -123,15 +122,15 @@ PRESETS: dict[str, ComparePreset] = {
         name="fmnist-cpu",
         description="all methods on Fashion-MNIST, small CNN, eps=0.1, 2 CPU cores, about 90 minutes",
         dataset="fashion-mnist", arch="small_cnn", arch_kwargs={"widths": [32, 64, 128]}, eps=0.1,
-        attack="fast", carry_perturbation=True, epochs=3, train_examples=12000, batch_size=128,
+        attack="fast", carry_perturbation=True, epochs=5, train_examples=12000, batch_size=128,
         lr=0.1, finetune_lr=0.01, eval_examples=200, eval_order="first", methods=DEFAULT_METHODS,
     ),
     "cifar10-cpu": ComparePreset(
         name="cifar10-cpu",
         description="all methods on the CIFAR-10 JPEG copy, small CNN, eps=8/255, 2 CPU cores, about 90 minutes",
         dataset="cifar10", arch="small_cnn", arch_kwargs={"widths": [32, 64, 128]}, eps=8 / 255,
-        attack="fast", carry_perturbation=True, epochs=3, train_examples=10000, batch_size=128,
-        lr=0.1, finetune_lr=0.01, eval_examples=200, eval_order="permutation", methods=DEFAULT_METHODS,
+        attack="fast", carry_perturbation=True, epochs=5, train_examples=12000, batch_size=128,
+        lr=0.1, finetune_lr=0.01, eval_examples=100, eval_order="permutation", methods=DEFAULT_METHODS,
         data_note=_CIFAR_NOTE,
     ),
     "cifar10-gpu": ComparePreset(
@@ -146,6 +145,7 @@ PRESETS: dict[str, ComparePreset] = {
         name="tiny", description="a seconds-long smoke run (tests)", dataset="fashion-mnist", arch="small_cnn",
         arch_kwargs={"widths": [4, 8]}, eps=0.1, attack="fast", epochs=1, train_examples=256, batch_size=64,
         eval_examples=16, methods=DEFAULT_METHODS, hidden=True,
+        autoattack_options={"iterations": 2, "square_queries": 5},  # not AutoAttack's budget: smoke runs only
     ),
 }
 
@@ -199,6 +199,7 @@ class Runner:
         self.progress = progress
         self.log = log
         self._small: tuple[float, float] | None = None
+        self._finished: dict[str, tuple[nn.Module, dict]] = {}
 
     def base_model(self, width_factor: float = 1.0) -> nn.Module:
         """The preset's dense architecture (at ``width_factor`` times its widths)."""
@@ -222,12 +223,15 @@ class Runner:
         ``build`` makes the starting model, ``hook`` the step hook for it, ``finish`` runs on the
         trained model (e.g. ATMC's final projection) and returns plain details to record.
         """
+        if name in self._finished:
+            return self._finished[name]
         folder = self.out_dir / "phases" / name
         final = folder / "final.pt"
         if final.is_file():
             record = load_checkpoint(final)["phase"]
             self.log(f"  phase {name}: done ({record['seconds']:.0f} s), reusing {final}")
-            return load_model(final, device=self.device), record
+            self._finished[name] = (load_model(final, device=self.device), record)
+            return self._finished[name]
         p = self.preset
         self.log(f"  phase {name}: training {p.epochs} epoch(s), lr {lr:g}")
         model = build()
@@ -245,6 +249,7 @@ class Runner:
         record = {"name": name, "seconds": float(m["seconds"]), "epochs": p.epochs, "lr": lr,
                   "selected_epoch": m["selected_epoch"], "val_robust_acc": m["val_robust_acc"], "details": details}
         save_checkpoint(final, model, phase=record)
+        self._finished[name] = (model, record)
         return model, record
 
     # -- the shared building blocks --
@@ -421,7 +426,7 @@ def _load_data(preset: ComparePreset, data_dir: str | None) -> tuple[Any, torch.
         raise FileNotFoundError(f"data directory {data_dir} does not exist or is not a folder")
     train_set = load_dataset(preset.dataset, data_dir, split="train")
     test_set = load_dataset(preset.dataset, data_dir, split="test")
-    info: dict[str, Any] = {"dataset": preset.dataset, "data_dir": getattr(train_set, "source", str(data_dir)),
+    info: dict[str, Any] = {"dataset": preset.dataset, "data_dir": str(data_dir) if data_dir else getattr(train_set, "source", ""),
                             "train_total": len(train_set), "test_total": len(test_set)}
     if preset.train_examples is not None and preset.train_examples < len(train_set):
         gen = torch.Generator().manual_seed(stable_seed(preset.seed, "compare-train-subset"))
@@ -458,19 +463,21 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: Compar
     from ..evaluate import evaluate
 
     return evaluate(model, (x, y), eps=preset.eps, attacks=("clean", "pgd", "autoattack"), pgd_steps=preset.pgd_steps,
-                    seed=preset.seed, device=device, progress=progress)
+                    seed=preset.seed, device=device, progress=progress, autoattack_options=preset.autoattack_options)
 
 
 # --- the table -----------------------------------------------------------------------------------
 
 
-def _notes(preset: ComparePreset, data: dict, small: dict | None) -> list[str]:
+def _notes(preset: ComparePreset, data: dict, small: dict | None, full_params: int) -> list[str]:
     p = preset
     attack = {"fast": f"FGSM with random start (step 1.25 eps){', perturbation carried across epochs' if p.carry_perturbation else ''}",
               "pgd": f"PGD-{p.steps} (step 2.5 eps/{p.steps}, random start)",
               "trades": f"TRADES (TPGD-{p.steps})", "none": "none"}[p.attack]
     notes = [
         f"Data: {p.dataset}; training on {data['train_selection']}, {p.eps:.4g} Linf budget; the same for every method.",
+        f"Architecture: {p.arch}" + (f" {p.arch_kwargs}" if p.arch_kwargs else "")
+        + f", {full_params:,} parameters in the dense model (the small rows use a narrowed copy).",
         f"Training: every phase runs {p.epochs} epoch(s) of adversarial training with {attack}, batch {p.batch_size}, "
         f"SGD momentum 0.9, weight decay {p.weight_decay:g}, cosine schedule, seed {p.seed}; learning rate {p.lr:g} for "
         f"phases from scratch (dense AT, score training) and {p.finetune_lr:g} for phases that start from a trained "
@@ -483,7 +490,9 @@ def _notes(preset: ComparePreset, data: dict, small: dict | None) -> list[str]:
         "phases, counting shared phases in full for every method that uses them.",
         f"Evaluation: clean, PGD-{p.pgd_steps} (step 2.5 eps/{p.pgd_steps}, random start) and AutoAttack standard "
         f"(APGD-CE, APGD-T, FAB-T, Square) at eps={p.eps:.4g} on {data['eval_selection']} (class counts "
-        f"{data['eval_class_counts']}); accuracies are fractions in [0, 1].",
+        f"{data['eval_class_counts']}); accuracies are fractions in [0, 1]."
+        + (f" AutoAttack's budgets were REDUCED ({p.autoattack_options}): not the standard evaluation."
+           if p.autoattack_options else ""),
         f"Sparsity: fraction of the conv / linear weights that are zero in the evaluated model (target {p.sparsity:g} "
         "for the pruning methods; the AT rows are unpruned). Stored size: bytes, by the formula of each method in "
         "docs/BASELINES.md (supermask methods: the packed .bpk file).",
@@ -530,6 +539,10 @@ def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[dict]) 
                      f"{_fmt(a.get('pgd'), 'acc')} | {_fmt(a.get('autoattack'), 'acc')} | "
                      f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in header.get("notes", [])]
+    flagged = [(r["label"], w) for r in rows for w in r.get("autoattack_warnings", [])]
+    if flagged:
+        lines += ["", "AutoAttack's own reliability flags (see its flags_doc.md):", ""]
+        lines += [f"- {label}: {warning}" for label, warning in flagged]
     pending = header.get("pending_methods") or []
     if pending:
         lines += ["", f"Not finished yet: {', '.join(pending)}."]
@@ -640,7 +653,8 @@ def compare(
                  "params_full": count_params(runner.base_model())}
 
     header = {"preset": p.name, "description": p.description, "settings": protocol, "overrides": overridden,
-              "data": data_info, "device": str(dev), "notes": _notes(p, data_info, small)}
+              "data": data_info, "device": str(dev),
+              "notes": _notes(p, data_info, small, count_params(runner.base_model()))}
 
     def rows_now() -> tuple[list[dict], list[str]]:
         rows, pending = [], []
@@ -673,6 +687,7 @@ def compare(
             "train_seconds": sum(ph["seconds"] for ph in outcome.phases), "eval_seconds": eval_seconds,
             "phases": [{"name": ph["name"], "seconds": ph["seconds"], "selected_epoch": ph["selected_epoch"]}
                        for ph in outcome.phases],
+            "autoattack_warnings": list(evaluation["attacks"].get("autoattack", {}).get("autoattack_warnings", [])),
         }
         write_json(path, {"row": row, "size": outcome.size, "phases": outcome.phases, "extra": outcome.extra,
                           "evaluation": evaluation})

@@ -96,15 +96,16 @@ def binarize_weights(model: nn.Module) -> nn.Module:
     layers = list(weight_layers(model))
     if not layers:
         raise ValueError("the model has no Conv or Linear weight to binarize")
+    if getattr(model, "binprune_transform", None) is not None:
+        raise ValueError(f"the model is already a {model.binprune_transform.get('name')!r} model: binarize the "
+                         "dense model (HYDRA's binary fine-tuning uses hydra_model(..., binary=True))")
     for name, module in layers:
         if parametrize.is_parametrized(module, "weight") and any(
                 isinstance(p, BinaryWeight) for p in module.parametrizations["weight"]):
             raise ValueError(f"layer {name!r} is already binary")
         parametrize.register_parametrization(module, "weight", BinaryWeight(), unsafe=True)
     _clip_latents(model)
-    transform = getattr(model, "binprune_transform", None)
-    if transform is None:
-        model.binprune_transform = {"name": "binary_weights", "kwargs": {}}
+    model.binprune_transform = {"name": "binary_weights", "kwargs": {}}
     return model
 
 

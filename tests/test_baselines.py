@@ -1,0 +1,292 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import binprune
+from binprune.baselines import (
+    ATMCProjection,
+    BinaryWeight,
+    LatentClip,
+    atmc_model,
+    atmc_size,
+    binarize_weights,
+    binary_dense_size,
+    dense_size,
+    hydra_model,
+    hydra_scores,
+    hydra_size,
+    kmeans_codebook,
+    quantize_with_zero,
+    rst_model,
+    width_factor_for_ratio,
+)
+from binprune.baselines._common import weight_layers
+from binprune.checkpoint import load_checkpoint, load_model, save_checkpoint
+from binprune.supermask import masked_tensors
+
+
+def _tiny(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return binprune.create_model("small_cnn", num_classes=10, in_channels=1, widths=(4, 8))
+
+
+def _x(n: int = 6) -> torch.Tensor:
+    return torch.rand(n, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+# --- binary weights ------------------------------------------------------------------------------
+
+
+def test_binary_weight_forward_is_scaled_sign_with_straight_through_gradient():
+    latent = torch.tensor([0.5, -0.25, 1.5, -2.0, 0.0, 0.75], requires_grad=True)
+    out = BinaryWeight()(latent)
+    alpha = (0.5 + 0.25 + 1.5 + 2.0 + 0.75) / 5  # mean |w| over the non-zero entries
+    assert torch.allclose(out, torch.tensor([1, -1, 1, -1, 0, 1.0]) * alpha)
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    (out * upstream).sum().backward()
+    # identity where |w| <= 1, zero where the latent left [-1, 1]
+    assert torch.equal(latent.grad, torch.tensor([1.0, 2.0, 0.0, 0.0, 5.0, 6.0]))
+
+
+def test_binarize_weights_clips_latents_and_layers_compute_with_two_values():
+    model = _tiny()
+    with torch.no_grad():
+        model.net.conv0_0.weight.mul_(10)  # push some latents beyond 1 before binarizing
+    binarize_weights(model)
+    for _, module in weight_layers(model):
+        latent = module.parametrizations["weight"].original
+        assert latent.abs().max() <= 1
+        assert module.weight.detach().abs().unique().numel() == 1  # alpha * {-1, +1}
+    with torch.no_grad():
+        model.net.fc.parametrizations["weight"].original.add_(5.0)
+    LatentClip()(model, 1)
+    assert model.net.fc.parametrizations["weight"].original.max() == 1.0
+    model(_x()).sum().backward()
+    assert model.net.fc.parametrizations["weight"].original.grad is not None
+
+
+# --- HYDRA ---------------------------------------------------------------------------------------
+
+
+def test_hydra_score_initialization_formula():
+    w = torch.zeros(2, 1, 3, 3)
+    w[0, 0, 0, 0], w[1, 0, 2, 2], w[0, 0, 1, 1] = 0.5, -2.0, 1.0
+    s = hydra_scores(w)
+    scale = math.sqrt(6 / 9)  # fan_in = 1 * 3 * 3
+    assert s[0, 0, 0, 0].item() == pytest.approx(scale * 0.5 / 2.0)
+    assert s[1, 0, 2, 2].item() == pytest.approx(-scale)
+    assert s[0, 0, 1, 1].item() == pytest.approx(scale * 0.5)
+    assert s.abs().max().item() == pytest.approx(scale)
+
+
+def test_hydra_prune_stage_trains_scores_only_with_uniform_counts():
+    model = hydra_model(_tiny(), sparsity=0.9, allocation="uniform")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(".scores") for n in trainable)
+    for mt in masked_tensors(model):
+        assert abs(int(mt.mask.keep_count) - 0.1 * mt.original.numel()) <= 1  # the same ratio per layer
+        expected = hydra_scores(mt.original)
+        assert torch.allclose(mt.mask.scores, expected)  # scores start from the (pre-trained) weights
+
+
+def test_hydra_finetune_keeps_mask_and_changes_only_kept_weights():
+    pruned = hydra_model(_tiny(), sparsity=0.9, allocation="adaptive", p=0.1)
+    for binary in (False, True):
+        model = hydra_model(_tiny(seed=3), sparsity=0.9, allocation="adaptive", p=0.1, stage="finetune", binary=binary)
+        model.load_state_dict(pruned.state_dict())
+        LatentClip()(model, 0)
+        masks = {mt.name: mt.mask.mask().clone() for mt in masked_tensors(model)}
+        before = {mt.name: mt.original.detach().clone() for mt in masked_tensors(model)}
+        assert not any(mt.mask.scores.requires_grad for mt in masked_tensors(model))
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        model.train()
+        nn.functional.cross_entropy(model(_x()), torch.arange(6) % 10).backward()
+        opt.step()
+        for mt in masked_tensors(model):
+            assert torch.equal(mt.mask.mask(), masks[mt.name])  # the mask is fixed
+            changed = mt.original.detach() != before[mt.name]
+            assert not (changed & ~masks[mt.name]).any()  # pruned weights untouched
+            assert changed.any()  # kept weights train
+            effective = mt.module.weight.detach()
+            assert not effective[~masks[mt.name]].any()
+            if binary:
+                assert effective[masks[mt.name]].abs().unique().numel() == 1
+
+
+# --- ATMC ----------------------------------------------------------------------------------------
+
+
+def test_kmeans_codebook_and_quantization_keep_a_zero_level():
+    values = torch.tensor([-3.0, -2.9, -3.1, 0.05, 2.0, 2.2, 1.8, 0.0])
+    mask = torch.tensor([True, True, True, True, True, True, True, False])
+    q, book = quantize_with_zero(values, mask, levels=2)
+    assert sorted(book.tolist()) == pytest.approx([-3.0, 2.0])
+    assert q[-1] == 0 and q[3] == 0  # outside the mask, and nearest to the zero level
+    assert set(q.tolist()) <= {0.0, *book.tolist()}
+    assert kmeans_codebook(torch.randn(1000), 4).numel() == 4
+
+
+def test_atmc_projection_keeps_exactly_the_global_topk():
+    model = _tiny()
+    hook = ATMCProjection(model, sparsity=0.9, allocation="global", bits=None)
+    weights = [m.weight.detach().clone() for _, m in weight_layers(model)]
+    flat = torch.cat([w.abs().flatten() for w in weights])
+    k = round(0.1 * flat.numel())
+    threshold = torch.topk(flat, k).values.min()
+    hook(model, 1)
+    after = [m.weight.detach() for _, m in weight_layers(model)]
+    assert sum(int((w != 0).sum()) for w in after) == k
+    for w0, w1 in zip(weights, after):
+        assert torch.equal(w1 != 0, w0.abs() >= threshold)
+        assert torch.equal(w1[w1 != 0], w0[w1 != 0])
+
+
+@pytest.mark.parametrize("allocation", ["global", "adaptive"])
+def test_atmc_binary_projection_gives_two_levels_plus_zero(allocation):
+    model = atmc_model(_tiny(), sparsity=0.9, allocation=allocation, bits=1)
+    hook = ATMCProjection(model, sparsity=0.9, allocation=allocation, bits=1, admm_every=1)
+    hook(model, 1)
+    info = hook.project(model)
+    kept = 0
+    for (_, module), layer in zip(weight_layers(model), info):
+        w = module.weight.detach()
+        assert w[w != 0].unique().numel() <= 2
+        kept += int((w != 0).sum())
+        assert layer["kept"] == int((w != 0).sum())
+    assert kept <= round(0.1 * sum(m.weight.numel() for _, m in weight_layers(model)))
+    size = atmc_size(model, bits=1)
+    assert size["parts"]["codebooks"] == 4 * 2 * len(info)
+    assert size["bytes"] == sum(size["parts"].values())
+
+
+def test_atmc_step_hook_state_survives_save_and_load(tmp_path):
+    model = _tiny()
+    hook = ATMCProjection(model, sparsity=0.8, allocation="global", bits=1, admm_every=2, penalty=0.1)
+    for step in range(1, 4):
+        with torch.no_grad():
+            for _, m in weight_layers(model):
+                m.weight.add_(0.01 * torch.randn_like(m.weight))
+        hook(model, step)
+    save_checkpoint(tmp_path / "c.pt", model, step_hook=hook.state_dict())
+    restored_model = load_model(tmp_path / "c.pt")
+    restored = ATMCProjection(restored_model, sparsity=0.8, allocation="global", bits=1, admm_every=2, penalty=0.1)
+    restored.load_state_dict(load_checkpoint(tmp_path / "c.pt")["step_hook"])
+    assert restored.step == hook.step == 3
+    for a, b in zip(hook.Z + hook.U + hook.codebooks, restored.Z + restored.U + restored.codebooks):
+        assert torch.equal(a, b)
+    hook(model, 4)
+    restored(restored_model, 4)
+    for (_, a), (_, b) in zip(weight_layers(model), weight_layers(restored_model)):
+        assert torch.equal(a.weight, b.weight)
+    with pytest.raises(ValueError, match="settings"):
+        ATMCProjection(model, sparsity=0.8, bits=2).load_state_dict(hook.state_dict())
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingHook:
+    """Wraps a step hook and raises after ``at`` steps (a simulated kill)."""
+
+    def __init__(self, hook, at):
+        self.hook, self.at = hook, at
+
+    def __call__(self, model, step):
+        if step == self.at:
+            raise _Crash()
+        self.hook(model, step)
+
+    def state_dict(self):
+        return self.hook.state_dict()
+
+    def load_state_dict(self, state):
+        self.hook.load_state_dict(state)
+
+
+def test_atmc_training_resumes_exactly(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.rand(64, 1, 12, 12, generator=gen), torch.randint(0, 10, (64,), generator=gen))
+    settings = dict(sparsity=0.8, allocation="global", bits=1, admm_every=3, penalty=0.05)
+    kwargs = dict(eps=0.1, epochs=2, attack="fast", batch_size=16, val_fraction=0.0, lr=0.05, progress=False,
+                  device="cpu", checkpoint_every=2)
+
+    def fresh():
+        return atmc_model(_tiny(), sparsity=0.8, bits=1)
+
+    reference = fresh()
+    hook = ATMCProjection(reference, **settings)
+    binprune.train(reference, data, out_dir=tmp_path / "a", step_hook=hook, **kwargs)
+
+    interrupted = fresh()
+    with pytest.raises(_Crash):
+        binprune.train(interrupted, data, out_dir=tmp_path / "b",
+                       step_hook=_CrashingHook(ATMCProjection(interrupted, **settings), at=7), **kwargs)
+    resumed = fresh()
+    resumed_hook = ATMCProjection(resumed, **settings)
+    binprune.train(resumed, data, out_dir=tmp_path / "b", resume=True, step_hook=resumed_hook, **kwargs)
+    assert resumed_hook.step == hook.step == 8
+    for a, b in zip(hook.Z + hook.U, resumed_hook.Z + resumed_hook.U):
+        assert torch.equal(a, b)
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+# --- checkpoints and sizes -----------------------------------------------------------------------
+
+
+def _variants():
+    hydra_ft = hydra_model(_tiny(), sparsity=0.9, stage="finetune", binary=True)
+    return {
+        "dense": _tiny(),
+        "binary": binarize_weights(_tiny()),
+        "hydra-prune": hydra_model(_tiny(), sparsity=0.9, allocation="adaptive", p=0.1),
+        "hydra-finetune-binary": hydra_ft,
+        "hydra-finetune-fp": hydra_model(_tiny(), sparsity=0.9, stage="finetune"),
+        "binprune-global": binprune.convert_to_binary_supermask(_tiny(), sparsity=0.9, allocation="global"),
+        "atmc": atmc_model(_tiny(), sparsity=0.9, bits=1),
+        "rst": rst_model(_tiny(), sparsity=0.9),
+    }
+
+
+@pytest.mark.parametrize("kind", ["dense", "binary", "hydra-prune", "hydra-finetune-binary", "hydra-finetune-fp",
+                                  "atmc", "rst", "binprune-global"])
+def test_every_method_round_trips_through_checkpoints(kind, tmp_path):
+    model = _variants()[kind]
+    with torch.no_grad():  # move the state away from what a rebuild would give
+        for _, p in model.named_parameters():
+            p.add_(0.01)
+    model.train()
+    model(_x())  # batch-norm statistics
+    model.eval()
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded = load_model(tmp_path / "m.pt")
+    assert type(loaded) is type(model)
+    assert torch.equal(loaded(_x()), model(_x()))
+
+
+def test_size_formulas_by_hand():
+    model = _tiny()
+    weights = sum(m.weight.numel() for _, m in weight_layers(model))  # 36 + 144 + 288 + 576 + 80
+    other = sum(v.numel() for k, v in model.state_dict().items() if v.is_floating_point()) - weights
+    assert dense_size(model)["bytes"] == 4 * weights + 4 * other
+    layers = list(weight_layers(model))
+    binary = binarize_weights(_tiny())
+    assert binary_dense_size(binary)["bytes"] == (sum(math.ceil(m.weight.numel() / 8) for _, m in layers)
+                                                  + 4 * len(layers) + 4 * other)
+    pruned = hydra_model(_tiny(), sparsity=0.9, stage="finetune", binary=True)
+    size = hydra_size(pruned)
+    kept = [int(mt.mask.mask().sum()) for mt in masked_tensors(pruned)]
+    assert size["parts"]["weights"] == sum(math.ceil(k / 8) for k in kept)
+    assert size["parts"]["scales"] == 4 * len(kept)
+    assert size["parts"]["other"] == 4 * other
+
+
+def test_small_width_factor_hits_the_ratio():
+    build = lambda f: binprune.create_model("small_cnn", in_channels=1, widths=(32, 64, 128), width_factor=f)
+    full = sum(p.numel() for p in build(1.0).parameters())
+    factor, ratio = width_factor_for_ratio(build, 0.01, full)
+    assert 0.05 < factor < 0.2
+    assert 0.007 < ratio < 0.014
