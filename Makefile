@@ -4,8 +4,9 @@
 install:
 	@./scripts/bootstrap.sh
 
+# Re-running continues an interrupted quickstart (or re-reports a finished one) instead of failing.
 quickstart: install
-	.venv/bin/binprune train --preset quickstart --out runs/quickstart
+	.venv/bin/binprune train --preset quickstart --out runs/quickstart $$([ -f runs/quickstart/last.pt ] && echo --resume)
 
 test: install
 	.venv/bin/python -m pytest -q tests
