@@ -15,8 +15,10 @@ cd "$work/binprune"
 start=$(date +%s.%N)
 make quickstart
 end=$(date +%s.%N)
-python3 - "$start" "$end" "$here/benchmarks/results/fresh_clone_quickstart.json" <<'EOF'
+# The clone's own environment, so the result is written by binprune's (atomic) write_json.
+.venv/bin/python - "$start" "$end" "$here/benchmarks/results/fresh_clone_quickstart.json" <<'EOF'
 import json, subprocess, sys
+from binprune.utils import write_json
 start, end, out = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 metrics = json.load(open("runs/quickstart/metrics.json"))
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -31,8 +33,6 @@ result = {
     "robust_attack": metrics["robust_attack"],
     "test_examples": metrics["test_examples"],
 }
-with open(out, "w") as fh:
-    json.dump(result, fh, indent=2)
-    fh.write("\n")
+write_json(out, result)
 print(json.dumps(result, indent=2))
 EOF

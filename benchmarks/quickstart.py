@@ -21,6 +21,11 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from binprune.utils import write_json  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("clean_acc", "robust_acc", "robust_attack", "test_examples", "kept_params", "total_params", "sparsity",
         "epochs", "seconds", "eval_seconds", "selected_epoch", "val_robust_acc")
@@ -53,8 +58,6 @@ def main() -> None:
     }
     if not args.skip_dense:
         result["dense_fp"] = run(base / "dense", "--dense")
-    from binprune.utils import write_json
-
     write_json(args.out, result)
     print(json.dumps(result, indent=2))
 

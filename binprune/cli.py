@@ -285,7 +285,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="examples per forward pass (default: 256)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--out", metavar="PATH", help="write the results JSON here (default: print it)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_eval)
 
 

@@ -645,16 +645,15 @@ def compare(
     runner = Runner(p, out, train_set, device=dev, progress=progress, log=log)
     methods_dir = out / "methods"
     started = time.perf_counter()
-    needs_small = any(n.endswith("-small") for n in names)
+    full_params = count_params(runner.base_model())
     small = None
-    if needs_small:
+    if any(n.endswith("-small") for n in names):
         factor, ratio = runner.small_width()
         small = {"width_factor": factor, "params_ratio": ratio, "params": count_params(runner.base_model(factor)),
-                 "params_full": count_params(runner.base_model())}
+                 "params_full": full_params}
 
     header = {"preset": p.name, "description": p.description, "settings": protocol, "overrides": overridden,
-              "data": data_info, "device": str(dev),
-              "notes": _notes(p, data_info, small, count_params(runner.base_model()))}
+              "data": data_info, "device": str(dev), "notes": _notes(p, data_info, small, full_params)}
 
     def rows_now() -> tuple[list[dict], list[str]]:
         rows, pending = [], []
