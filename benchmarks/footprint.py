@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import binprune  # noqa: E402
 from binprune.analysis import randomize_scores  # noqa: E402
-from binprune.checkpoint import load_model, model_spec  # noqa: E402
+from binprune import load_model, model_spec  # noqa: E402
 from binprune.export import footprint, pack_model, unpack_model  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 

@@ -28,10 +28,9 @@ result = {
     "wall_seconds": end - start,
     "train_seconds": metrics["seconds"],
     "eval_seconds": metrics.get("eval_seconds"),
-    "clean_acc": metrics["clean_acc"],
-    "robust_acc": metrics["robust_acc"],
-    "robust_attack": metrics["robust_attack"],
-    "test_examples": metrics["test_examples"],
+    "accuracy": metrics["accuracy"],
+    "test_attack": metrics["test_attack"],
+    "n_examples": metrics["n_examples"],
 }
 write_json(out, result)
 print(json.dumps(result, indent=2))

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import binprune  # noqa: E402
 from binprune.analysis import randomize_scores  # noqa: E402
-from binprune.checkpoint import load_model, model_spec  # noqa: E402
-from binprune.compact import compact, compact_report  # noqa: E402
+from binprune import load_model, model_spec  # noqa: E402
+from binprune.deploy import compact, compact_report  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
 LATENCY_RATIO_TARGET = 0.5

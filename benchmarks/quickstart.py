@@ -27,15 +27,15 @@ sys.path.insert(0, str(ROOT))
 from binprune.utils import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KEYS = ("clean_acc", "robust_acc", "robust_attack", "test_examples", "kept_params", "total_params", "sparsity",
-        "epochs", "seconds", "eval_seconds", "selected_epoch", "val_robust_acc")
+KEYS = ("accuracy", "test_attack", "n_examples", "kept_params", "total_params", "sparsity",
+        "epochs", "seconds", "eval_seconds", "selected_epoch", "val_accuracy")
 
 
 def run(out: Path, *extra: str) -> dict:
     if out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "binprune.cli", "train", "--preset", "quickstart", "--out", str(out),
+    subprocess.run([sys.executable, "-m", "binprune", "train", "--preset", "quickstart", "--out", str(out),
                     "--no-progress", *extra], check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((out / "metrics.json").read_text())

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from binprune import finalize  # noqa: E402
-from binprune.checkpoint import load_model  # noqa: E402
+from binprune import load_model  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
 

@@ -1,81 +1,77 @@
 """binprune: robust binary subnetworks found by pruning randomly-initialized networks.
 
 Weights are fixed random ±1 drawn from a seed and never trained; only a pruning mask is learned
-(through per-weight scores and an exact per-layer top-k) with adversarial training. See README.md.
+(through per-weight scores and an exact per-layer top-k) with adversarial training. See README.md
+and docs/ARCHITECTURE.md.
+
+``import binprune`` is cheap: each public name loads its module (and torch) on first use, so the
+command line answers ``--help`` without importing torch.
 """
 
-from .analysis import analyze_masks, randomize_scores, write_inspection
-from .checkpoint import CheckpointError, build_model, load_checkpoint, load_model, model_spec, save_checkpoint
-from .compact import compact, compact_report, count_macs
-from .convert import Subnetwork, convert_to_binary_supermask, finalize
-from .data import ImageTensorDataset, load_dataset
-from .evaluate import evaluate, robust_accuracy_from_autoattack, run_autoattack
-from .export import footprint, load_packed, save_packed
-from .leaderboard import (
-    leaderboard_entry,
-    load_robustbench_model,
-    robustbench_architecture,
-    robustbench_benchmark,
-    run_robustbench_protocol,
-)
-from .models import Normalize, create_model, list_models, register_model
-from .sparsity import (
-    SparsitySchedule,
-    allocate_keep_counts,
-    allocate_keep_ratios,
-    set_sparsity,
-    sparsity_report,
-)
-from .sanity import sanity_checks
-from .supermask import GlobalBudget, TopKMask, apply_mask, masked_tensors, topk_mask
-from .train import TrainResult, train
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+import warnings
+from typing import Any
 
-__all__ = [
-    "CheckpointError",
-    "GlobalBudget",
-    "ImageTensorDataset",
-    "Normalize",
-    "SparsitySchedule",
-    "Subnetwork",
-    "TopKMask",
-    "TrainResult",
-    "allocate_keep_counts",
-    "allocate_keep_ratios",
-    "analyze_masks",
-    "apply_mask",
-    "build_model",
-    "compact",
-    "compact_report",
-    "convert_to_binary_supermask",
-    "count_macs",
-    "create_model",
-    "finalize",
-    "evaluate",
-    "footprint",
-    "leaderboard_entry",
-    "list_models",
-    "load_checkpoint",
-    "load_dataset",
-    "load_model",
-    "load_packed",
-    "load_robustbench_model",
-    "masked_tensors",
-    "model_spec",
-    "randomize_scores",
-    "register_model",
-    "robust_accuracy_from_autoattack",
-    "robustbench_architecture",
-    "robustbench_benchmark",
-    "run_autoattack",
-    "run_robustbench_protocol",
-    "save_checkpoint",
-    "save_packed",
-    "set_sparsity",
-    "sanity_checks",
-    "sparsity_report",
-    "topk_mask",
-    "train",
-    "write_inspection",
-]
+__version__ = "0.2.0"
+
+# public name -> module that defines it (relative to this package)
+_EXPORTS: dict[str, str] = {
+    # configs and results
+    "ModelConfig": "config", "DataConfig": "config", "TrainConfig": "config", "RunConfig": "config",
+    "EvalConfig": "config", "SanityConfig": "config", "CompareConfig": "config",
+    "AttackResult": "results", "EvalReport": "results", "TrainResult": "results", "ComparisonRow": "results",
+    "ModelSpec": "spec",
+    # convert -> allocate
+    "Normalize": "models", "create_model": "models", "list_models": "models", "register_model": "models",
+    "Subnetwork": "convert", "convert_to_binary_supermask": "convert", "finalize": "convert",
+    "GlobalBudget": "supermask", "TopKMask": "supermask", "apply_mask": "supermask",
+    "masked_tensors": "supermask", "topk_mask": "supermask",
+    "SparsitySchedule": "sparsity", "allocate_keep_counts": "sparsity", "allocate_keep_ratios": "sparsity",
+    "set_sparsity": "sparsity", "sparsity_report": "sparsity",
+    # data
+    "ImageTensorDataset": "data", "load_dataset": "data", "ExampleView": "views",
+    # train
+    "train": "training", "StepHook": "training",
+    # evaluate
+    "evaluate": "evaluation", "robust_accuracy_from_autoattack": "evaluation", "run_autoattack": "evaluation",
+    "sanity_checks": "evaluation", "register_attack": "evaluation", "register_check": "evaluation",
+    "leaderboard_entry": "evaluation", "load_robustbench_model": "evaluation",
+    "robustbench_architecture": "evaluation", "robustbench_benchmark": "evaluation",
+    "run_robustbench_protocol": "evaluation",
+    # export, deploy, checkpoints
+    "CheckpointError": "checkpoint", "build_model": "checkpoint", "load_checkpoint": "checkpoint",
+    "model_spec": "checkpoint", "save_checkpoint": "checkpoint", "load_model": "loading",
+    "footprint": "export", "load_packed": "export", "save_packed": "export",
+    "compact": "deploy", "compact_report": "deploy", "count_macs": "deploy",
+    # analysis
+    "analyze_masks": "analysis", "randomize_scores": "analysis", "write_inspection": "analysis",
+    # methods and comparison
+    "register_method": "methods", "list_methods": "methods", "stored_size": "methods",
+    "compare": "experiments",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'binprune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _deprecated(old: str, new: str) -> None:
+    """Warn once per process that ``old`` is replaced by ``new``."""
+    key = f"_warned_{old}"
+    if not globals().get(key):
+        globals()[key] = True
+        warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}",
+                      DeprecationWarning, stacklevel=3)

@@ -32,8 +32,7 @@ __all__ = [
     "CarriedFGSM", "default_alpha",
 ]
 
-TRAIN_ATTACKS = ("pgd", "fast", "trades", "none")
-BN_MODES = ("train", "eval")
+from .config import ATTACK_BN_MODES as BN_MODES, TRAIN_ATTACKS  # noqa: E402  (names defined once)
 
 
 def default_alpha(attack: str, eps: float, steps: int) -> float:
@@ -157,7 +156,7 @@ def configure_bn_mode(attack: Attack, bn_mode: str) -> None:
         attack.set_model_training_mode(model_training=False)
 
 
-def _rng_devices(device: torch.device) -> list[int]:
+def rng_devices(device: torch.device) -> list[int]:
     """CUDA device indices whose RNG ``torch.random.fork_rng`` must save (none on CPU)."""
     return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
@@ -167,7 +166,7 @@ def run_attack(attack: Attack, model: nn.Module, images: torch.Tensor, labels: t
     """Run ``attack`` with the global RNG forked (attacks that re-seed it cannot reset training's
     random stream) and, in ``"train"`` mode, with batch-norm running statistics frozen."""
     was_training = model.training
-    with torch.random.fork_rng(devices=_rng_devices(images.device)):
+    with torch.random.fork_rng(devices=rng_devices(images.device)):
         stats = frozen_batchnorm_stats(model) if bn_mode == "train" and was_training else contextlib.nullcontext()
         with stats:
             adv = attack(images, labels, *args)

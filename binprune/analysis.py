@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,12 +25,21 @@ from torch import nn
 
 from .supermask import MaskedTensor, masked_tensors
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
 __all__ = [
     "analyze_masks",
     "write_inspection",
     "randomize_scores",
     "prob_all_pruned",
     "hypergeometric_pmf",
+    "keep_ratio_figure",
+    "channel_occupancy_figure",
+    "kernel_histogram_figure",
+    "masks_figure",
+    "alignment_figure",
+    "save_figure",
 ]
 
 
@@ -139,7 +148,7 @@ def analyze_masks(model: nn.Module) -> dict[str, Any]:
     empty, how many the consumer ignores, how many both, and the expected overlap if the two sets
     were placed independently (``|A| |B| / C``).
     """
-    from .compact import channel_groups
+    from .deploy.compact import channel_groups
 
     masks = list(masked_tensors(model))
     if not masks:
@@ -201,10 +210,10 @@ def randomize_scores(model: nn.Module, *, channel_structure: float = 0.0, seed: 
     ``channel_structure = 0`` gives uniformly random masks. A positive value multiplies the
     scores by ``exp(channel_structure * z_c)`` with one standard normal ``z_c`` per channel,
     shared by the layers that produce channel ``c`` and the layers that read it (see
-    :func:`binprune.compact.channel_groups`), so masks get empty, aligned channels the way
+    :func:`binprune.deploy.channel_groups`), so masks get empty, aligned channels the way
     trained ones do.
     """
-    from .compact import channel_groups
+    from .deploy.compact import channel_groups
 
     if channel_structure < 0:
         raise ValueError(f"channel_structure must be >= 0, got {channel_structure}")
@@ -243,20 +252,138 @@ def _short(name: str) -> str:
     return name[: -len(".weight")] if name.endswith(".weight") else name
 
 
+def keep_ratio_figure(analysis: dict[str, Any]) -> "Figure":
+    """Bar chart of the per-layer keep ratio (log scale)."""
+    from matplotlib.figure import Figure
+
+    layers = analysis["layers"]
+    x = np.arange(len(layers))
+    fig = Figure(figsize=(max(6.0, 0.35 * len(layers) + 2), 4.0))
+    ax = fig.subplots()
+    ax.bar(x, [r["keep_ratio"] for r in layers], color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_ylabel("keep ratio (kept / total)")
+    ax.set_xticks(x, [_short(r["name"]) for r in layers], rotation=90, fontsize=7)
+    ax.set_title(f"Per-layer keep ratio ({analysis['summary']['kept']:,} of {analysis['summary']['total']:,} kept)")
+    fig.tight_layout()
+    return fig
+
+
+def channel_occupancy_figure(analysis: dict[str, Any]) -> "Figure | None":
+    """Empty output / input channels per conv layer against a random mask with the same counts."""
+    from matplotlib.figure import Figure
+
+    conv = [r for r in analysis["layers"] if "output_channels" in r]
+    if not conv:
+        return None
+    width = max(6.0, 0.35 * len(analysis["layers"]) + 2)
+    fig = Figure(figsize=(2 * width, 4.0))
+    axes = fig.subplots(1, 2, sharey=True)
+    cx = np.arange(len(conv))
+    for ax, section, title in zip(axes, ("output_channels", "input_channels"),
+                                  ("empty output channels (filters)", "empty input channels")):
+        observed = [r[section]["empty"] / r[section]["count"] for r in conv]
+        expected = [r[section]["expected_empty_random"] / r[section]["count"] for r in conv]
+        ax.bar(cx - 0.2, observed, width=0.4, label="this mask")
+        ax.bar(cx + 0.2, expected, width=0.4, label="random mask, same counts")
+        ax.set_xticks(cx, [_short(r["name"]) for r in conv], rotation=90, fontsize=7)
+        ax.set_title(title)
+        ax.set_ylabel("fraction of channels")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_histogram_figure(analysis: dict[str, Any]) -> "Figure | None":
+    """Kept weights per kernel against the random histogram, for up to six layers."""
+    from matplotlib.figure import Figure
+
+    kern = [r for r in analysis["layers"] if "kernels" in r]
+    if not kern:
+        return None
+    chosen = [kern[i] for i in sorted({round(j * (len(kern) - 1) / 5) for j in range(6)})] if len(kern) > 6 else kern
+    cols = min(3, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, r in zip(axes.flat, chosen):
+        h = np.array(r["kernels"]["kept_histogram"], dtype=float)
+        e = np.array(r["kernels"]["expected_histogram_random"])
+        j = np.arange(h.size)
+        # Counts below 0.5 (zeros, tiny expectations) fall under the axis of the log plot.
+        ax.bar(j - 0.2, np.maximum(h, 1e-3), width=0.4, label="this mask")
+        ax.bar(j + 0.2, np.maximum(e, 1e-3), width=0.4, label="random")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5)
+        ax.set_title(_short(r["name"]), fontsize=9)
+        ax.set_xlabel("kept weights per kernel")
+    for ax in list(axes.flat)[len(chosen):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def masks_figure(model: nn.Module, mask_images: int = 4) -> "Figure | None":
+    """Kernel occupancy (output x input channels) of ``mask_images`` layers spread over the depth."""
+    from matplotlib.figure import Figure
+
+    images = [mt for mt in masked_tensors(model) if mt.original.dim() >= 2]
+    if not images or mask_images <= 0:
+        return None
+    picks = sorted({round(j * (len(images) - 1) / max(mask_images - 1, 1)) for j in range(mask_images)})
+    fig = Figure(figsize=(3.2 * len(picks), 3.4))
+    axes = fig.subplots(1, len(picks), squeeze=False)
+    for ax, i in zip(axes.flat, picks):
+        mt = images[i]
+        m = mt.mask.mask().detach().to("cpu").numpy()
+        occ = m.reshape(m.shape[0], m.shape[1], -1).sum(axis=2, dtype=np.int32)
+        ax.imshow(occ, cmap="viridis", interpolation="nearest", aspect="auto")
+        ax.set_title(f"{_short(mt.name)}\nkept per kernel", fontsize=8)
+        ax.set_xlabel("input channel")
+        ax.set_ylabel("output channel")
+    fig.tight_layout()
+    return fig
+
+
+def alignment_figure(analysis: dict[str, Any]) -> "Figure | None":
+    """Share of a producer's empty outputs that the consumer also ignores, against independence."""
+    from matplotlib.figure import Figure
+
+    align = analysis["alignment"]
+    if not align:
+        return None
+    fig = Figure(figsize=(max(6.0, 0.3 * len(align) + 2), 4.0))
+    ax = fig.subplots()
+    ax_x = np.arange(len(align))
+    ax.bar(ax_x - 0.2, [a["both"] / a["channels"] for a in align], width=0.4, label="pruned in both")
+    ax.bar(ax_x + 0.2, [a["expected_both_independent"] / a["channels"] for a in align], width=0.4,
+           label="expected if independent")
+    ax.set_xticks(ax_x, [f"{_short(a['producer'])}>{_short(a['consumer'])}" for a in align], rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of channels")
+    ax.set_title("Producer's empty outputs that the consumer also ignores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: "Figure", path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write a figure as PNG atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+
+
 def write_inspection(model: nn.Module, out_dir: str | os.PathLike, *, mask_images: int = 4) -> dict[str, Any]:
     """Write ``analysis.json`` and PNG plots of the mask structure of ``model`` into ``out_dir``.
 
-    Plots: per-layer keep ratio; empty output/input channels against random masks; kept weights
-    per kernel against the random histogram (up to six layers); images of the kernel occupancy
-    (output x input channels) of ``mask_images`` layers spread over the depth; pruned-channel
-    alignment between connected layers. Returns ``{"files": written paths by kind, "summary":
-    the analysis summary}``.
+    Plots (each also available as a matplotlib ``Figure`` from its ``*_figure`` function):
+    per-layer keep ratio; empty output/input channels against random masks; kept weights per
+    kernel against the random histogram (up to six layers); images of the kernel occupancy of
+    ``mask_images`` layers spread over the depth; pruned-channel alignment between connected
+    layers. Returns ``{"files": written paths by kind, "summary": the analysis summary}``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .utils import write_json
 
     out = Path(out_dir)
@@ -264,96 +391,15 @@ def write_inspection(model: nn.Module, out_dir: str | os.PathLike, *, mask_image
     analysis = analyze_masks(model)
     paths = {"analysis": str(out / "analysis.json")}
     write_json(out / "analysis.json", analysis)
-    layers = analysis["layers"]
-    names = [_short(r["name"]) for r in layers]
-    x = np.arange(len(layers))
-    size = (max(6.0, 0.35 * len(layers) + 2), 4.0)
-
-    fig, ax = plt.subplots(figsize=size)
-    ax.bar(x, [r["keep_ratio"] for r in layers], color="tab:blue")
-    ax.set_yscale("log")
-    ax.set_ylabel("keep ratio (kept / total)")
-    ax.set_xticks(x, names, rotation=90, fontsize=7)
-    ax.set_title(f"Per-layer keep ratio ({analysis['summary']['kept']:,} of {analysis['summary']['total']:,} kept)")
-    fig.tight_layout()
-    fig.savefig(out / "keep_ratio.png", dpi=120)
-    plt.close(fig)
-    paths["keep_ratio"] = str(out / "keep_ratio.png")
-
-    conv = [r for r in layers if "output_channels" in r]
-    if conv:
-        fig, axes = plt.subplots(1, 2, figsize=(2 * size[0], 4.0), sharey=True)
-        cx = np.arange(len(conv))
-        for ax, section, title in zip(axes, ("output_channels", "input_channels"),
-                                      ("empty output channels (filters)", "empty input channels")):
-            observed = [r[section]["empty"] / r[section]["count"] for r in conv]
-            expected = [r[section]["expected_empty_random"] / r[section]["count"] for r in conv]
-            ax.bar(cx - 0.2, observed, width=0.4, label="this mask")
-            ax.bar(cx + 0.2, expected, width=0.4, label="random mask, same counts")
-            ax.set_xticks(cx, [_short(r["name"]) for r in conv], rotation=90, fontsize=7)
-            ax.set_title(title)
-            ax.set_ylabel("fraction of channels")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "channel_occupancy.png", dpi=120)
-        plt.close(fig)
-        paths["channel_occupancy"] = str(out / "channel_occupancy.png")
-
-    kern = [r for r in layers if "kernels" in r]
-    if kern:
-        chosen = [kern[i] for i in sorted({round(j * (len(kern) - 1) / 5) for j in range(6)})] if len(kern) > 6 else kern
-        cols = min(3, len(chosen))
-        rows = math.ceil(len(chosen) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-        for ax, r in zip(axes.flat, chosen):
-            h = np.array(r["kernels"]["kept_histogram"], dtype=float)
-            e = np.array(r["kernels"]["expected_histogram_random"])
-            j = np.arange(h.size)
-            # Counts below 0.5 (zeros, tiny expectations) fall under the axis of the log plot.
-            ax.bar(j - 0.2, np.maximum(h, 1e-3), width=0.4, label="this mask")
-            ax.bar(j + 0.2, np.maximum(e, 1e-3), width=0.4, label="random")
-            ax.set_yscale("log")
-            ax.set_ylim(bottom=0.5)
-            ax.set_title(_short(r["name"]), fontsize=9)
-            ax.set_xlabel("kept weights per kernel")
-        for ax in list(axes.flat)[len(chosen):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "kernel_histograms.png", dpi=120)
-        plt.close(fig)
-        paths["kernel_histograms"] = str(out / "kernel_histograms.png")
-
-    images = [mt for mt in masked_tensors(model) if mt.original.dim() >= 2]
-    if images and mask_images > 0:
-        picks = sorted({round(j * (len(images) - 1) / max(mask_images - 1, 1)) for j in range(mask_images)})
-        fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
-        for ax, i in zip(axes.flat, picks):
-            mt = images[i]
-            m = mt.mask.mask().detach().to("cpu").numpy()
-            occ = m.reshape(m.shape[0], m.shape[1], -1).sum(axis=2, dtype=np.int32)
-            ax.imshow(occ, cmap="viridis", interpolation="nearest", aspect="auto")
-            ax.set_title(f"{_short(mt.name)}\nkept per kernel", fontsize=8)
-            ax.set_xlabel("input channel")
-            ax.set_ylabel("output channel")
-        fig.tight_layout()
-        fig.savefig(out / "masks.png", dpi=120)
-        plt.close(fig)
-        paths["masks"] = str(out / "masks.png")
-
-    align = analysis["alignment"]
-    if align:
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(align) + 2), 4.0))
-        ax_x = np.arange(len(align))
-        ax.bar(ax_x - 0.2, [a["both"] / a["channels"] for a in align], width=0.4, label="pruned in both")
-        ax.bar(ax_x + 0.2, [a["expected_both_independent"] / a["channels"] for a in align], width=0.4,
-               label="expected if independent")
-        ax.set_xticks(ax_x, [f"{_short(a['producer'])}>{_short(a['consumer'])}" for a in align], rotation=90, fontsize=6)
-        ax.set_ylabel("fraction of channels")
-        ax.set_title("Producer's empty outputs that the consumer also ignores")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "alignment.png", dpi=120)
-        plt.close(fig)
-        paths["alignment"] = str(out / "alignment.png")
+    figures = {
+        "keep_ratio": keep_ratio_figure(analysis),
+        "channel_occupancy": channel_occupancy_figure(analysis),
+        "kernel_histograms": kernel_histogram_figure(analysis),
+        "masks": masks_figure(model, mask_images),
+        "alignment": alignment_figure(analysis),
+    }
+    for kind, fig in figures.items():
+        if fig is not None:
+            save_figure(fig, out / f"{kind}.png")
+            paths[kind] = str(out / f"{kind}.png")
     return {"files": paths, "summary": analysis["summary"]}

@@ -1,10 +1,12 @@
 """Checkpoint files: what they hold, how a model is rebuilt from them, and their errors.
 
-A model built by binprune carries a *spec*: the architecture recipe (``binprune_recipe``, from
-:func:`binprune.create_model`) and the transform applied to it (``binprune_transform``: the
-supermask conversion, or a baseline's), both plain dicts. A checkpoint stores the spec next to
-the ``state_dict``, so :func:`load_model` can rebuild the model without the code that trained it.
-Models binprune did not define have no recipe: pass the same base model to :func:`load_model`.
+A model built by binprune carries a :class:`binprune.spec.ModelSpec`: the architecture recipe
+(from :func:`binprune.create_model`) and the transform applied to it (the supermask conversion, or
+a method's own). A checkpoint stores the spec next to the ``state_dict``, so a model can be
+rebuilt without the code that trained it. Transforms are rebuilt through the registry of
+:mod:`binprune.spec`; this module knows only what is registered (binprune's own conversion
+registers itself; :func:`binprune.load_model` also registers every method of
+:mod:`binprune.methods`). Models binprune did not define have no recipe: pass the same base model.
 
 Checkpoints hold only tensors and plain types (``torch.load(weights_only=True)`` works) and are
 written atomically (temporary file + rename).
@@ -15,90 +17,75 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .models import model_from_recipe
+from .spec import ModelSpec, known_transforms, register_transform, spec_owner, transform_builder
 from .utils import atomic_torch_save, resolve_device
 
 __all__ = [
     "CheckpointError", "model_spec", "build_model", "register_transform", "save_checkpoint",
-    "load_checkpoint", "load_model", "load_state_dict_strict", "CHECKPOINT_FORMAT",
+    "load_checkpoint", "load_model", "load_state_dict_strict", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
 ]
 
 CHECKPOINT_FORMAT = "binprune-checkpoint"
 CHECKPOINT_VERSION = 1
-
-_TRANSFORMS: dict[str, Callable[..., nn.Module]] = {}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, truncated, of another format, or does not match a model."""
 
 
-def register_transform(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``fn(base_model, **kwargs) -> model`` so specs naming ``name`` can be rebuilt."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _TRANSFORMS[name] = fn
-        return fn
-
-    return wrap
-
-
-def _supermask(base: nn.Module, **kwargs: Any) -> nn.Module:
-    from .convert import convert_to_binary_supermask
-
-    return convert_to_binary_supermask(base, **kwargs)
-
-
-register_transform("supermask")(_supermask)
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model that holds the spec, through wrappers that add no state of their own."""
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    owner, _ = spec_owner(module)
+    if owner is module:
+        return module
+    inner = {id(t) for t in owner.state_dict(keep_vars=True).values()}
+    extra = [k for k, t in module.state_dict(keep_vars=True).items() if id(t) not in inner]
+    if extra:
+        raise CheckpointError(
+            f"{type(module).__name__} wraps a binprune model but adds state of its own ({', '.join(extra[:4])}): "
+            "save the inner binprune model, or build the whole model with binprune.create_model/register_model")
+    return owner
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """The plain-dict description from which :func:`build_model` rebuilds ``model``'s structure."""
-    from .convert import Subnetwork
-
-    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    recipe = getattr(module, "binprune_recipe", None)
-    transform = getattr(module, "binprune_transform", None)
-    if isinstance(module, Subnetwork):
-        config = dict(module.config)
-        recipe = config.pop("recipe", recipe)
-        config.pop("finalized", None)
-        transform = {"name": "supermask", "kwargs": config}
-    return {"recipe": copy.deepcopy(recipe), "transform": copy.deepcopy(transform)}
+    """The plain-dict form of ``model``'s :class:`~binprune.spec.ModelSpec` (found through wrappers)."""
+    return spec_owner(_unwrap(model))[1].to_dict()
 
 
-def build_model(spec: dict[str, Any], base_model: nn.Module | None = None) -> nn.Module:
-    """Rebuild a model (untrained values) from :func:`model_spec`'s output.
+def build_model(spec: dict[str, Any] | ModelSpec, base_model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model (untrained values) from its spec.
 
     ``base_model`` replaces the recipe for models binprune did not define.
     """
-    recipe, transform = spec.get("recipe"), spec.get("transform")
+    try:
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+    except ValueError as exc:
+        raise CheckpointError(f"invalid model spec: {exc}") from exc
     if base_model is not None:
         base = copy.deepcopy(base_model)
-    elif recipe is not None:
-        base = model_from_recipe(recipe)
+    elif spec.recipe is not None:
+        base = model_from_recipe(dict(spec.recipe))
     else:
         raise CheckpointError(
             "this checkpoint's model was not built by binprune.create_model, so its architecture is not "
             "recorded: pass the same base model (base_model=... / the Python API)"
         )
-    if transform is None:
+    if spec.transform is None:
         return base
-    name = transform.get("name")
-    if name not in _TRANSFORMS:
-        # Baselines register their transforms on import.
-        from . import baselines  # noqa: F401
-    if name not in _TRANSFORMS:
-        raise CheckpointError(f"unknown model transform {name!r} in checkpoint; known: {', '.join(sorted(_TRANSFORMS))}")
-    model = _TRANSFORMS[name](base, **transform.get("kwargs", {}))
-    if recipe is not None and getattr(model, "binprune_recipe", None) is None:
-        model.binprune_recipe = copy.deepcopy(recipe)
-    return model
+    name = spec.transform_name
+    try:
+        builder = transform_builder(name)
+    except KeyError:
+        raise CheckpointError(f"unknown model transform {name!r} in checkpoint; known: {', '.join(known_transforms())} "
+                              "(binprune.load_model knows every method of binprune.methods)") from None
+    return builder(base, **dict(spec.transform.get("kwargs", {})))
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
@@ -125,11 +112,11 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
     """Atomically write ``model``'s spec and state_dict plus ``extra`` (plain types / tensors)."""
-    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    module = _unwrap(model)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "spec": model_spec(module),
+        "spec": spec_owner(module)[1].to_dict(),
         "model": module.state_dict(),
         **extra,
     }
@@ -158,18 +145,18 @@ def load_model(
     base_model: nn.Module | None = None,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Rebuild and load the model stored in a checkpoint (or a packed ``.bpk`` file), in eval mode."""
+    """Rebuild and load the model stored in a checkpoint (``.pt``), in eval mode.
+
+    Knows the transforms registered so far. :func:`binprune.load_model` is what users call: it
+    also reads packed ``.bpk`` files and registers every method of :mod:`binprune.methods` first.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(b"BPK"):
-        from .export import load_packed
-
-        model = load_packed(path, base_model=base_model)
-    else:
-        payload = load_checkpoint(path)
-        model = build_model(payload["spec"], base_model=base_model)
-        load_state_dict_strict(model, payload["model"], source=f"checkpoint {path}")
+        if fh.read(3) == b"BPK":
+            raise CheckpointError(f"{path} is a packed .bpk file, not a checkpoint: load it with binprune.load_model")
+    payload = load_checkpoint(path)
+    model = build_model(payload["spec"], base_model=base_model)
+    load_state_dict_strict(model, payload["model"], source=f"checkpoint {path}")
     return model.to(resolve_device(device)).eval()

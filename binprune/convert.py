@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .init import WEIGHT_INITS, fan_in, fixed_bias, fixed_weight
-from .sparsity import ALLOCATIONS, _check_sparsity, allocate_keep_counts
+from .sparsity import ALLOCATIONS, check_sparsity, allocate_keep_counts
 from .supermask import GlobalBudget, apply_mask, masked_tensors
+from .spec import attach_spec, find_spec, register_transform
 from .utils import generator_for
 
 __all__ = ["Subnetwork", "convert_to_binary_supermask", "finalize", "MASKABLE_LAYERS", "BN_MODES"]
@@ -38,8 +39,9 @@ class Subnetwork(nn.Module):
     Attributes:
         network: the converted copy of the user's model (its own classes, masked weights).
         last_bn: ``nn.BatchNorm1d(num_classes, affine=False)`` or ``None``.
-        config: the conversion settings, plain types only, so a checkpoint can rebuild the model
-            (see :func:`binprune.build_model`).
+        config: the conversion settings, plain types only (the model's
+            :class:`binprune.spec.ModelSpec` holds them as its "supermask" transform, so a
+            checkpoint can rebuild the model).
     """
 
     def __init__(self, network: nn.Module, last_bn: nn.Module | None, config: dict[str, Any]):
@@ -213,7 +215,7 @@ def convert_to_binary_supermask(
         >>> net = binprune.convert_to_binary_supermask(torchvision.models.resnet18(), sparsity=0.99)
         >>> print(binprune.sparsity_report(net).table())
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
     if init not in WEIGHT_INITS:
@@ -287,12 +289,9 @@ def convert_to_binary_supermask(
         "score_init_scale": float(score_init_scale),
         "num_classes": int(num_classes) if num_classes is not None else None,
     }
-    recipe = getattr(model, "binprune_recipe", None)
-    if recipe is not None:
-        config["recipe"] = copy.deepcopy(recipe)
     sub = Subnetwork(network, lbn, config)
     sub.train(model.training)
-    return sub
+    return attach_spec(sub, find_spec(model, nested=False).with_transform("supermask", config))
 
 
 def finalize(model: nn.Module) -> nn.Module:
@@ -330,3 +329,9 @@ def finalize(model: nn.Module) -> nn.Module:
     if isinstance(plain, Subnetwork):
         plain.config = dict(plain.config, finalized=True)
     return plain
+
+
+@register_transform("supermask")
+def _rebuild_supermask(base: nn.Module, **kwargs: Any) -> nn.Module:
+    """Rebuild a supermask model from its spec (checkpoints and packed files)."""
+    return convert_to_binary_supermask(base, **kwargs)

@@ -34,9 +34,8 @@ __all__ = [
     "DEFAULT_FASHION_MNIST_DIR", "split_train_val", "num_batches", "epoch_order",
 ]
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+from .config import AUGMENTATIONS, DATASETS  # noqa: E402  (names defined once)
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-AUGMENTATIONS = ("crop_flip", "none")
 
 _STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),

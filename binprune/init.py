@@ -27,7 +27,7 @@ from torch import nn
 
 from .utils import generator_for
 
-WEIGHT_INITS = ("binary", "signed_constant", "kaiming")
+from .config import WEIGHT_INITS  # noqa: E402  (names defined once)
 
 
 def fan_in(weight: torch.Tensor) -> int:

@@ -20,6 +20,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from .spec import ModelSpec, attach_spec
+from .utils import stable_seed
+
 __all__ = ["Normalize", "create_model", "list_models", "register_model", "CifarResNet", "SmallCNN"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -75,6 +78,7 @@ def create_model(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    seed: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered architecture preceded by :class:`Normalize`.
@@ -84,10 +88,13 @@ def create_model(
         num_classes: size of the logits.
         in_channels: image channels (1 for Fashion-MNIST, 3 for CIFAR).
         mean, std: per-channel normalization; default 0.5 / 0.5 (i.e. [-1, 1] inputs).
+        seed: draw the initial weights from this seed (and the architecture's name) instead of
+            torch's global random state, which differs between processes; the caller's random
+            state is left untouched.
         kwargs: architecture options (e.g. ``width_factor`` for ResNets).
 
-    The returned model carries ``binprune_recipe``: the arguments that rebuild it, which
-    checkpoints and the packed format store.
+    The returned model carries a :class:`binprune.spec.ModelSpec` whose recipe holds the
+    arguments that rebuild it (checkpoints and the packed format store it).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(list_models())}")
@@ -97,9 +104,16 @@ def create_model(
     std = list(std) if std is not None else [0.5] * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std need {in_channels} values (one per input channel), got {mean} / {std}")
-    net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
+    if seed is None:
+        net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stable_seed(seed, "init", name))
+            net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     model = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net))
-    model.binprune_recipe = {
+    recipe = {
         "arch": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
@@ -107,7 +121,7 @@ def create_model(
         "std": std,
         "kwargs": copy.deepcopy(kwargs),
     }
-    return model
+    return attach_spec(model, ModelSpec(recipe=recipe))
 
 
 def model_from_recipe(recipe: dict[str, Any]) -> nn.Module:

@@ -21,10 +21,10 @@ from torch import nn
 
 from .supermask import masked_tensors
 
-ALLOCATIONS = ("adaptive", "uniform", "global")
+from .config import ALLOCATIONS  # noqa: E402  (names defined once)
 
 
-def _check_sparsity(sparsity: float) -> float:
+def check_sparsity(sparsity: float) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity):
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     if not 0.0 <= sparsity < 1.0:
@@ -59,7 +59,7 @@ def allocate_keep_ratios(layer_sizes: Sequence[int], sparsity: float, p: float =
         :func:`allocate_keep_counts`).
     """
     sizes = _check_sizes(layer_sizes)
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
         raise ValueError(f"p must be a finite number >= 0, got {p!r}")
     budget = (1.0 - sparsity) * sum(sizes)
@@ -279,8 +279,8 @@ class SparsitySchedule:
     kind: str = "cubic"
 
     def __post_init__(self) -> None:
-        _check_sparsity(self.final)
-        _check_sparsity(self.initial)
+        check_sparsity(self.final)
+        check_sparsity(self.initial)
         if self.ramp_steps < 0:
             raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
         if self.kind not in ("cubic", "linear"):

@@ -63,8 +63,8 @@ def main() -> None:
     print(f"  ({dense['data']['selection']})")
     for label, result in (("zoo model", dense), (f"binary supermask ({report.kept_params:,} of "
                                                    f"{report.total_params:,} parameters kept)", supermask)):
-        numbers = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
-        print(f"  {label}: {numbers}  [evaluated as: {result['model']['form']}]")
+        numbers = ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items())
+        print(f"  {label}: {numbers}  [evaluated as: {result.model['form']}]")
     print("The supermask's masks are untrained here: train them with binprune.train before reading its accuracy.")
 
 

@@ -50,9 +50,9 @@ def main() -> None:
         carry_perturbation=True, train_examples=args.train_examples, test_examples=args.test_examples,
         out_dir=args.out, device="auto",
     )
-    m = result.metrics
-    print(f"clean accuracy {m['clean_acc']:.3f}, PGD-20 accuracy {m['robust_acc']:.3f} "
-          f"on {m['test_examples']} test images (eps 0.1), {m['seconds']:.0f} s")
+    acc = result.accuracy
+    print(f"clean accuracy {acc['clean']:.3f}, PGD-20 accuracy {acc['pgd']:.3f} "
+          f"on {result.test.n_examples} test images (eps 0.1), {result.facts['seconds']:.0f} s")
 
     # The same model as plain torchvision layers (weights = w * mask), e.g. for other tools.
     plain = binprune.finalize(result.model).eval()

@@ -1,29 +1,42 @@
+import importlib
 import math
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 import binprune
-from binprune.baselines import (
+from binprune.methods import (
     ATMCProjection,
     BinaryWeight,
     LatentClip,
+    Method,
     atmc_model,
     atmc_size,
     binarize_weights,
     binary_dense_size,
     dense_size,
+    get_method,
     hydra_model,
     hydra_scores,
     hydra_size,
     kmeans_codebook,
+    list_methods,
     quantize_with_zero,
+    register_method,
     rst_model,
+    stored_size,
+    supermask_size,
+    unregister_method,
+    weight_counts,
+    weight_sparsity,
     width_factor_for_ratio,
 )
-from binprune.baselines._common import weight_layers
-from binprune.checkpoint import load_checkpoint, load_model, save_checkpoint
+from binprune.checkpoint import load_checkpoint, save_checkpoint
+from binprune.loading import load_model
+from binprune.methods.measure import weight_layers
+from binprune.spec import attach_spec, find_spec
 from binprune.supermask import masked_tensors
 
 
@@ -54,7 +67,7 @@ def test_binarize_weights_clips_latents_and_layers_compute_with_two_values():
     model = _tiny()
     with torch.no_grad():
         model.net.conv0_0.weight.mul_(10)  # push some latents beyond 1 before binarizing
-    binarize_weights(model)
+    model = binarize_weights(model)
     for _, module in weight_layers(model):
         latent = module.parametrizations["weight"].original
         assert latent.abs().max() <= 1
@@ -206,6 +219,7 @@ class _CrashingHook:
         self.hook.load_state_dict(state)
 
 
+@pytest.mark.slow
 def test_atmc_training_resumes_exactly(tmp_path):
     gen = torch.Generator().manual_seed(0)
     data = (torch.rand(64, 1, 12, 12, generator=gen), torch.randint(0, 10, (64,), generator=gen))
@@ -290,3 +304,135 @@ def test_small_width_factor_hits_the_ratio():
     factor, ratio = width_factor_for_ratio(build, 0.01, full)
     assert 0.05 < factor < 0.2
     assert 0.007 < ratio < 0.014
+
+
+# --- methods as peers: copies, specs, sizes, the registry ----------------------------------------
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "grad": {n: p.requires_grad for n, p in model.named_parameters()},
+            "modules": [(n, type(m).__name__) for n, m in model.named_modules()],
+            "spec": find_spec(model)}
+
+
+_TRANSFORMS = {
+    "binarize_weights": lambda m: binarize_weights(m),
+    "hydra-prune": lambda m: hydra_model(m, sparsity=0.9),
+    "hydra-finetune": lambda m: hydra_model(m, sparsity=0.9, allocation="adaptive", p=0.1, stage="finetune"),
+    "hydra-finetune-binary": lambda m: hydra_model(m, sparsity=0.9, stage="finetune", binary=True),
+    "atmc": lambda m: atmc_model(m, sparsity=0.9, bits=1),
+    "rst": lambda m: rst_model(m, sparsity=0.9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_TRANSFORMS))
+def test_every_transform_returns_a_copy_and_leaves_its_input_unchanged(name):
+    base = _tiny()
+    before = _snapshot(base)
+    out = _TRANSFORMS[name](base)
+    assert out is not base
+    after = _snapshot(base)
+    assert after["modules"] == before["modules"] and after["grad"] == before["grad"]
+    assert after["spec"] == before["spec"] and after["spec"].transform_name is None
+    assert after["state"].keys() == before["state"].keys()
+    assert all(torch.equal(after["state"][k], before["state"][k]) for k in before["state"])
+    base_storage = {t.untyped_storage().data_ptr() for t in base.state_dict().values()}
+    assert not base_storage & {t.untyped_storage().data_ptr() for t in out.state_dict().values()}
+    assert find_spec(out).transform_name is not None
+    assert find_spec(out).recipe == find_spec(base).recipe  # the architecture is still recorded
+
+
+def test_stored_size_dispatches_on_the_method_that_built_the_model():
+    atmc = atmc_model(_tiny(), sparsity=0.9, bits=1)
+    ATMCProjection(atmc, sparsity=0.9, bits=1).project(atmc)
+    atmc_fp = atmc_model(_tiny(), sparsity=0.9, bits=None)
+    ATMCProjection(atmc_fp, sparsity=0.9, bits=None).project(atmc_fp)
+    hydra = hydra_model(_tiny(), sparsity=0.9, stage="finetune", binary=True)
+    cases = [
+        (_tiny(), dense_size, None),
+        (binarize_weights(_tiny()), binary_dense_size, "binary_weights"),
+        (hydra, hydra_size, "hydra"),
+        (hydra_model(_tiny(), sparsity=0.9), hydra_size, "hydra"),
+        (atmc, lambda m: atmc_size(m, 1), "atmc"),
+        (atmc_fp, lambda m: atmc_size(m, None), "atmc"),
+        (rst_model(_tiny(), sparsity=0.9), supermask_size, "supermask"),
+        (binprune.convert_to_binary_supermask(_tiny(), sparsity=0.9), supermask_size, "supermask"),
+    ]
+    for model, expected, transform in cases:
+        assert find_spec(model).transform_name == transform
+        size = stored_size(model)
+        assert size == expected(model) and size["bytes"] == sum(size["parts"].values())
+    assert stored_size(hydra)["parts"]["scales"] == 4 * len(list(weight_layers(hydra)))
+    unknown = _tiny()
+    attach_spec(unknown, find_spec(unknown).with_transform("no-such-method", {}))
+    with pytest.raises(ValueError, match="no-such-method"):
+        stored_size(unknown)
+
+
+def test_a_method_model_keeps_its_spec_through_wrapping(tmp_path):
+    model = hydra_model(_tiny(), sparsity=0.9, stage="finetune", binary=True)
+    model.eval()
+    wrapped = nn.Sequential(model)
+    assert find_spec(wrapped) == find_spec(model) and find_spec(wrapped).transform_name == "hydra"
+    assert stored_size(wrapped) == stored_size(model)
+    assert weight_sparsity(wrapped) == weight_sparsity(model) >= 0.9 - 1e-6
+    save_checkpoint(tmp_path / "w.pt", wrapped)
+    loaded = load_model(tmp_path / "w.pt")
+    assert find_spec(loaded).transform_name == "hydra"
+    assert torch.equal(loaded(_x()), wrapped(_x()))
+
+
+def test_weight_sparsity_counts_zero_conv_and_linear_weights():
+    model = _tiny()
+    nonzero, total = weight_counts(model)
+    assert nonzero == total == sum(m.weight.numel() for _, m in weight_layers(model))
+    assert weight_sparsity(model) == 0.0
+    with torch.no_grad():
+        model.net.fc.weight.zero_()
+    assert weight_sparsity(model) == pytest.approx(model.net.fc.weight.numel() / total)
+    supermask = binprune.convert_to_binary_supermask(_tiny(), sparsity=0.9)
+    assert weight_sparsity(supermask) == pytest.approx(0.9, abs=0.01)
+
+
+def test_method_registry():
+    assert list_methods()[:4] == ["at-fp", "at-binary", "at-fp-small", "at-binary-small"]
+    assert {"hydra-binary", "atmc-binary", "rst", "binprune-p0.1", "binprune-p0.1-nolbn"} <= set(list_methods())
+    assert get_method("hydra-binary").label == "HYDRA (binary)" and get_method("hydra-binary").name == "hydra-binary"
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        get_method("nope")
+
+    @register_method("test-registry-method")
+    class Mine(Method):
+        label, strategy, precision = "mine", "uniform", "binary"
+
+    try:
+        assert get_method("test-registry-method").name == "test-registry-method"
+        assert isinstance(get_method("test-registry-method"), Mine)
+        with pytest.raises(ValueError, match="registered already"):
+            register_method("test-registry-method")(Mine())
+        register_method("test-registry-method", replace=True)(Mine(label="mine, again"))
+        assert get_method("test-registry-method").label == "mine, again"
+        with pytest.raises(TypeError):
+            register_method("test-not-a-method")(object())
+    finally:
+        unregister_method("test-registry-method")
+    assert "test-registry-method" not in list_methods()
+
+
+def test_baselines_is_a_deprecated_alias_of_methods():
+    import binprune.methods
+
+    for name in ("binprune.baselines.compare", "binprune.baselines"):
+        sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match="binprune.baselines is deprecated: use binprune.methods"):
+        old = importlib.import_module("binprune.baselines")
+    assert old.hydra_model is binprune.methods.hydra_model and old.LatentClip is binprune.methods.LatentClip
+    assert set(old.__all__) <= set(binprune.methods.__all__)
+    with pytest.warns(DeprecationWarning, match="use binprune.experiments.compare"):
+        old_compare = importlib.import_module("binprune.baselines.compare")
+    from binprune.experiments import compare as new_compare
+
+    assert old_compare.compare is new_compare
+    assert old_compare.PRESETS["tiny"].test_examples == 16
+    assert list(old_compare.METHODS) == list_methods()

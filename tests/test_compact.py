@@ -6,7 +6,8 @@ from torch import nn
 
 import binprune
 from binprune.analysis import randomize_scores
-from binprune.compact import channel_groups, compact, compact_report, count_macs
+from binprune.spec import find_spec
+from binprune.deploy import channel_groups, compact, compact_report, count_macs
 from binprune.supermask import masked_tensors
 
 
@@ -54,7 +55,7 @@ def structured_nets():
 def test_compact_matches_supermask_model(structured_nets, arch):
     net, small, x = structured_nets[arch]
     assert _max_diff(net, small, x) <= 1e-5
-    layers = small.binprune_compact["layers"]
+    layers = find_spec(small).transform["kwargs"]["layers"]
     assert sum(r["out_after"] for r in layers) < 0.8 * sum(r["out_before"] for r in layers)
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in small.modules())  # all folded, LBN too
     assert not list(masked_tensors(small))
@@ -81,7 +82,7 @@ def test_compact_is_exact_in_float64(structured_nets, arch):
 
 def test_compact_removes_channels_of_bottleneck_resnet(structured_nets):
     net, small, x = structured_nets["resnet50"]
-    layers = small.binprune_compact["layers"]
+    layers = find_spec(small).transform["kwargs"]["layers"]
     assert sum(r["out_after"] for r in layers) < 0.8 * sum(r["out_before"] for r in layers)
     stream = [r for r in layers if r["name"].endswith(("conv3", "downsample.0")) and r["name"].startswith("net.layer2")]
     assert len({r["out_after"] for r in stream}) == 1  # the residual stream is pruned consistently

@@ -3,28 +3,32 @@ import os
 
 import pytest
 
-from binprune.baselines.compare import METHODS, PRESETS, compare, resolve_preset
+import binprune
 from binprune.cli import main
+from binprune.experiments.compare import compare, list_presets, resolve_preset
+from binprune.methods import Method, Phase, list_methods, register_method, unregister_method
+from binprune.results import ComparisonRow
 
 from .conftest import requires_fashion_mnist
 
 # One method of each kind; the "tiny" preset has a 2-stage network and a cut-down AutoAttack.
 SMOKE_METHODS = ["at-binary-small", "hydra-binary", "atmc-binary", "binprune-p0.1"]
-SMOKE_OVERRIDES = ["--train-examples", "128", "--eval-examples", "8"]
+SMOKE_OVERRIDES = ["--train-examples", "128", "--test-examples", "8"]
 
 
 def test_presets_and_methods_are_consistent():
-    for preset in PRESETS.values():
-        assert set(preset.methods) <= set(METHODS)
+    for name in list_presets(include_hidden=True):
+        assert set(resolve_preset(name).methods) <= set(list_methods())
     for name in ("fmnist-cpu", "cifar10-cpu", "cifar10-gpu"):
-        p = PRESETS[name]
+        p = resolve_preset(name)
         assert p.sparsity == 0.99 and p.autoattack_options is None  # standard AutoAttack
-    assert PRESETS["cifar10-gpu"].attack == "pgd" and PRESETS["cifar10-gpu"].epochs >= 100
+    assert resolve_preset("cifar10-gpu").attack == "pgd" and resolve_preset("cifar10-gpu").epochs >= 100
     assert resolve_preset("tiny", {"epochs": 3}).epochs == 3
     with pytest.raises(ValueError, match="only epochs"):
         resolve_preset("tiny", {"lr": 1.0})
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_compare_writes_the_table_and_skips_finished_methods(tmp_path, capsys):
     out = tmp_path / "cmp"
@@ -56,7 +60,7 @@ def test_compare_writes_the_table_and_skips_finished_methods(tmp_path, capsys):
 
     # Other settings in the same folder are refused.
     with pytest.raises(ValueError, match="different settings"):
-        compare("tiny", out, methods=["at-fp"], overrides={"epochs": 2, "train_examples": 128, "eval_examples": 8},
+        compare("tiny", out, methods=["at-fp"], overrides={"epochs": 2, "train_examples": 128, "test_examples": 8},
                 progress=False, log=lambda line: None)
 
 
@@ -69,3 +73,56 @@ def test_compare_cli_errors_exit_2_with_one_line(tmp_path, capsys, extra, messag
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("binprune: error:") and message in err
     assert not (tmp_path / "x").exists()
+
+
+def test_resolve_preset_reads_the_yaml_presets_and_overrides():
+    tiny = resolve_preset("tiny")
+    assert tiny.name == "tiny" and tiny.test_examples == 16 and tiny.autoattack_options is not None
+    assert "tiny" not in list_presets() and "tiny" in list_presets(include_hidden=True)
+    assert resolve_preset(tiny, {"test_examples": 4, "epochs": None}).test_examples == 4
+    assert tiny.test_examples == 16  # the config given is not modified
+    with pytest.warns(DeprecationWarning, match="eval_examples"):
+        assert resolve_preset("tiny", {"eval_examples": 5}).test_examples == 5
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        resolve_preset("tiny", {"epochs": 0})
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        resolve_preset("nope")
+
+
+def test_cifar10_without_a_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="data_dir.*--data-dir"):
+        compare("cifar10-cpu", tmp_path / "c", methods=["at-fp"], progress=False, log=lambda line: None)
+
+
+class _UniformMasks(Method):
+    """A user's method: a binprune supermask at 90% sparsity, uniform allocation."""
+
+    label, strategy, precision = "user masks (uniform, 90%)", "uniform", "binary"
+
+    def phases(self, ctx):
+        def build(base):
+            return binprune.convert_to_binary_supermask(base, sparsity=0.9, allocation="uniform", seed=ctx.config.seed)
+
+        return [Phase("user-uniform-0.9", start=ctx.base_model, build=build, lr=ctx.config.lr)]
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_a_user_registered_method_runs_in_compare(tmp_path):
+    register_method("user-uniform-0.9")(_UniformMasks)
+    try:
+        table = compare("tiny", tmp_path / "u", methods=["user-uniform-0.9", "binprune-p1.0"], device="cpu",
+                        overrides={"train_examples": 128, "test_examples": 8}, progress=False, log=lambda line: None)
+    finally:
+        unregister_method("user-uniform-0.9")
+    rows = {r["method"]: r for r in table["rows"]}
+    assert list(rows) == ["user-uniform-0.9", "binprune-p1.0"]
+    mine = rows["user-uniform-0.9"]
+    assert mine["label"] == "user masks (uniform, 90%)" and mine["strategy"] == "uniform"
+    assert mine["sparsity"] == pytest.approx(0.9, abs=0.01) and rows["binprune-p1.0"]["sparsity"] > 0.98
+    assert mine["stored_bytes"] > 0 and [p["name"] for p in mine["phases"]] == ["user-uniform-0.9"]
+    assert set(mine["accuracy"]) == {"clean", "pgd", "autoattack"}
+    assert "| user masks (uniform, 90%) | uniform | binary |" in (tmp_path / "u" / "table.md").read_text()
+    saved = json.loads((tmp_path / "u" / "methods" / "user-uniform-0.9.json").read_text())
+    assert saved["size"]["formula"].startswith("size of the packed .bpk file")
+    assert saved["row"] == ComparisonRow.from_dict(saved["row"]).to_dict()

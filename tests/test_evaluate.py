@@ -10,9 +10,22 @@ import binprune
 from binprune.checkpoint import save_checkpoint
 from binprune.cli import main
 from binprune.data import ImageTensorDataset, load_dataset
-from binprune.evaluate import evaluate, evaluation_tensors, robust_accuracy_from_autoattack, run_autoattack
+from binprune.config import EvalConfig, SanityConfig
+from binprune.evaluation import (
+    ATTACKS,
+    SANITY_CHECKS,
+    AttackContext,
+    check_result,
+    evaluate,
+    evaluation_tensors,
+    register_attack,
+    register_check,
+    robust_accuracy_from_autoattack,
+    run_autoattack,
+    sanity_checks,
+)
 from binprune.models import Normalize
-from binprune.sanity import SANITY_CHECKS, sanity_checks
+from binprune.results import AttackResult, EvalReport
 from binprune.supermask import TopKMask
 
 from .conftest import requires_fashion_mnist
@@ -141,7 +154,8 @@ def test_evaluate_results_settings_and_determinism(trained):
     events = []
     r1 = evaluate(model, test, eps=0.05, attacks="clean,pgd", n_examples=100, batch_size=64, device="cpu",
                   progress=events.append)
-    assert not model.training  # evaluate puts the model in eval mode
+    assert model.training  # evaluate restores the caller's mode
+    model.eval()
     r2 = evaluate(model, test, eps=0.05, attacks=["pgd"], n_examples=100, batch_size=64, device="cpu", progress=False)
     assert r1["accuracy"] == r2["accuracy"]
     acc = r1["accuracy"]
@@ -155,7 +169,7 @@ def test_evaluate_results_settings_and_determinism(trained):
     assert r1["units"]["accuracy"].startswith("fraction") and r1["units"]["time"] == "seconds"
     assert {"torch", "torchattacks", "pyautoattack"} <= set(r1["versions"])
     assert {e["stage"] for e in events if "done" in e} >= {"clean", "pgd-20"}
-    json.dumps(r1)  # plain types only
+    json.dumps(r1.to_dict())  # plain types only
     # more restarts can only remove examples; L2 runs through torchattacks' PGDL2
     r3 = evaluate(model, test, eps=0.05, attacks=["pgd"], n_examples=100, pgd_restarts=3, device="cpu", progress=False)
     assert r3["accuracy"]["pgd"] <= acc["pgd"]
@@ -216,6 +230,97 @@ def test_supermask_is_evaluated_without_recomputing_masks(monkeypatch):
     assert fast["accuracy"] == slow["accuracy"]
     assert fast["model"]["kept_params"] < fast["model"]["total_params"]
     assert all(p.requires_grad for p in (mt.mask.scores for mt in binprune.masked_tensors(net)))  # restored
+
+
+def _tiny_data(n=24, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+def test_report_flags_match_accuracy():
+    torch.manual_seed(0)
+    model = _mlp().eval()
+    x, y = _tiny_data(30)
+    report = evaluate(model, (x, y), eps=0.1, attacks=("clean", "pgd"), pgd_steps=3, device="cpu", progress=False)
+    assert isinstance(report, EvalReport) and list(report.attacks) == ["clean", "pgd"]
+    for name, result in report.attacks.items():
+        assert isinstance(result, AttackResult) and result.name == name
+        assert result.robust.dtype == torch.bool and result.robust.shape == (30,)
+        assert result.accuracy == int(result.robust.sum()) / 30 == report["accuracy"][name]
+        assert report.to_dict()["attacks"][name]["robust_flags"] == result.robust.int().tolist()
+    assert not (report.attacks["pgd"].robust & ~report.attacks["clean"].robust).any()  # robust implies clean
+
+
+def test_evaluate_takes_a_config_and_rejects_unknown_settings():
+    model = _mlp().eval()
+    x, y = _tiny_data(12)
+    report = evaluate(model, (x, y), EvalConfig(eps=0.1, attacks=("clean",)), n_examples=5, device="cpu",
+                      progress=False)
+    assert report.settings["eps"] == 0.1 and report.n_examples == 5 and list(report.accuracy) == ["clean"]
+    with pytest.raises(ValueError, match=r"unknown evaluation setting\(s\) pgd_step:"):
+        evaluate(model, (x, y), eps=0.1, pgd_step=3, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="no attack budget: pass eps"):
+        evaluate(model, (x, y), device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"unknown sanity check setting\(s\) restart:"):
+        sanity_checks(model, (x, y), 0.1, restart=2, device="cpu", progress=False)
+
+
+def test_evaluate_restores_train_mode():
+    model = _mlp()
+    model.train()
+    model[2].eval()  # mixed modes survive too
+    x, y = _tiny_data(16)
+    running = model[5].running_mean.clone()
+    evaluate(model, (x, y), eps=0.1, attacks=["pgd"], pgd_steps=2, device="cpu", progress=False)
+    assert model.training and not model[2].training and model[5].training
+    assert torch.equal(model[5].running_mean, running)  # evaluated in eval mode: no statistics updated
+
+
+def test_register_a_custom_attack():
+    @register_attack("uniform-noise")
+    def uniform_noise(ctx: AttackContext) -> AttackResult:
+        noise = torch.empty_like(ctx.x).uniform_(-ctx.config.eps, ctx.config.eps, generator=torch.Generator().manual_seed(ctx.config.seed))
+        with torch.no_grad():
+            correct = ctx.model((ctx.x + noise).clamp(0, 1).to(ctx.device)).argmax(1).cpu() == ctx.y
+        robust = ctx.clean & correct
+        return AttackResult("uniform-noise", int(robust.sum()) / ctx.n, ctx.n, 0.0, {"kind": "noise"}, robust=robust)
+
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_attack("uniform-noise")(uniform_noise)
+        model = _mlp().eval()
+        x, y = _tiny_data(20)
+        report = evaluate(model, (x, y), eps=0.1, attacks="uniform-noise", device="cpu", progress=False)
+        assert report.settings["attacks"] == ["clean", "uniform-noise"]
+        result = report.attacks["uniform-noise"]
+        assert result.details == {"kind": "noise"} and report["attacks"]["uniform-noise"]["kind"] == "noise"
+        assert result.accuracy <= report.accuracy["clean"]
+    finally:
+        ATTACKS.pop("uniform-noise", None)
+    with pytest.raises(ValueError, match="unknown attack 'uniform-noise'"):
+        evaluate(_mlp(), _tiny_data(4), eps=0.1, attacks="uniform-noise", device="cpu", progress=False)
+
+
+def test_register_a_custom_check():
+    @register_check("clean_above_chance")
+    def clean_above_chance(ctx):
+        return check_result("clean_above_chance", ctx.clean_accuracy > 0.1, "clean accuracy above 1/10",
+                            clean=ctx.clean_accuracy)
+
+    try:
+        model = _mlp().eval()
+        x, y = _tiny_data(16)
+        results = evaluate(model, (x, y), eps=0.1, attacks=("clean", "pgd"), pgd_steps=2, device="cpu",
+                           progress=False)
+        report = sanity_checks(model, (x, y), 0.1, results=results, pgd_steps=2,
+                               config=SanityConfig(restarts=1, steps_factor=2, square_queries=5), device="cpu",
+                               progress=False)
+        names = [c["name"] for c in report["checks"]]
+        assert names[-1] == "clean_above_chance" and "more_restarts_not_better" not in names  # 1 restart: skipped
+        assert report["checks"][-1]["numbers"] == {"clean": results["accuracy"]["clean"]}
+        assert report["n_checks"] == len(SANITY_CHECKS) - 1
+    finally:
+        SANITY_CHECKS.pop("clean_above_chance", None)
 
 
 @requires_fashion_mnist
@@ -284,6 +389,7 @@ def checkpoint(tmp_path_factory):
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_cli_eval_writes_results_with_sanity_checks(checkpoint, tmp_path, capsys):
     out = tmp_path / "results.json"
     status = main(["eval", str(checkpoint), "--dataset", "fashion-mnist", "--eps", "0.05", "--attacks", "clean,pgd",

@@ -9,7 +9,8 @@ from torch import nn
 
 import binprune
 from binprune.analysis import randomize_scores
-from binprune.checkpoint import CheckpointError, load_model
+from binprune import load_model
+from binprune.checkpoint import CheckpointError
 from binprune.coding import decode_mask, encode_mask, golomb_bits, mask_bound_bits
 from binprune.export import PACKED_VERSION, footprint, load_packed, pack_model, save_packed, unpack_model
 from binprune.supermask import masked_tensors

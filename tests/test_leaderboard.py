@@ -15,8 +15,8 @@ import binprune
 from binprune.checkpoint import CheckpointError, save_checkpoint
 from binprune.cli import main
 from binprune.compat import import_robustbench
-from binprune.evaluate import evaluate
-from binprune.leaderboard import (
+from binprune.evaluation import (
+    evaluate,
     leaderboard_entry,
     load_benchmark_data,
     load_robustbench_model,
@@ -182,6 +182,7 @@ def test_benchmark_data_from_torchvision_folder(tmp_path, monkeypatch, no_networ
         load_benchmark_data("cifar10", tmp_path, 31)
 
 
+@pytest.mark.slow
 def test_robustbench_protocol_writes_leaderboard_entry(tmp_path, no_network):
     _write_cifar10(tmp_path / "data")
     torch.manual_seed(0)
@@ -209,6 +210,7 @@ def test_robustbench_protocol_writes_leaderboard_entry(tmp_path, no_network):
         run_robustbench_protocol(model, dataset="imagenet", data_dir=tmp_path, model_name="x", out_dir=None)
 
 
+@pytest.mark.slow
 def test_cli_robustbench_protocol(tmp_path, no_network):
     _write_cifar10(tmp_path / "data")
     torch.manual_seed(0)

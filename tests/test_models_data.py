@@ -10,6 +10,7 @@ from torch import nn
 import binprune
 from binprune.data import augment_batch, iterate_batches, load_dataset, split_train_val
 from binprune.models import Normalize, model_from_recipe
+from binprune.spec import find_spec
 
 from .conftest import SHARED_CIFAR, requires_fashion_mnist
 
@@ -33,7 +34,7 @@ def test_cifar_resnet_has_cifar_stem_and_torchvision_blocks():
 
 def test_create_model_recipe_and_errors():
     model = binprune.create_model("small_cnn", num_classes=5, in_channels=1, mean=[0.3], std=[0.2], widths=[8, 16])
-    rebuilt = model_from_recipe(model.binprune_recipe)
+    rebuilt = model_from_recipe(find_spec(model).recipe)
     assert [tuple(p.shape) for p in rebuilt.parameters()] == [tuple(p.shape) for p in model.parameters()]
     assert rebuilt[0].mean.item() == pytest.approx(0.3)
     with pytest.raises(ValueError, match="unknown architecture"):
@@ -135,3 +136,15 @@ def test_augment_crop_flip_is_seeded():
     b = augment_batch(x, "crop_flip", torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
     assert torch.equal(augment_batch(x, "none", torch.Generator()), x)
+
+
+def test_create_model_with_a_seed_is_reproducible_and_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    a = binprune.create_model("small_cnn", in_channels=1, widths=(4, 8), seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = binprune.create_model("small_cnn", in_channels=1, widths=(4, 8), seed=3)
+    c = binprune.create_model("small_cnn", in_channels=1, widths=(4, 8), seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.net.conv0_0.weight, c.net.conv0_0.weight)
+    with pytest.raises(ValueError, match="seed"):
+        binprune.create_model("small_cnn", in_channels=1, seed=1.5)

@@ -16,7 +16,8 @@ from binprune.adversary import make_attack, run_attack
 from binprune.checkpoint import CheckpointError, load_checkpoint
 from binprune.data import load_dataset
 from binprune.supermask import masked_tensors
-from binprune.train import TrainConfig, learning_rate, train
+from binprune.config import TrainConfig
+from binprune.training import learning_rate, train
 
 from .conftest import requires_fashion_mnist
 
@@ -133,11 +134,12 @@ def test_supermask_training_updates_scores_only_and_writes_results(fmnist, tmp_p
         assert torch.equal(mt.original, fixed[mt.name])
         assert not torch.equal(mt.mask.scores, scores[mt.name])
     m = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("clean_acc", "robust_acc", "attack", "eps", "sparsity", "kept_params", "total_params", "epochs",
+    for key in ("accuracy", "attack", "eps", "sparsity", "kept_params", "total_params", "epochs",
                 "seconds", "seed", "config"):
         assert key in m
-    assert 0 <= m["robust_acc"] <= m["clean_acc"] <= 1 and m["test_examples"] == 200
-    assert m["clean_acc"] > 0.3 and m["robust_acc"] > 0.15  # chance is 0.1 (2 epochs on 1800 images)
+    acc = m["accuracy"]
+    assert 0 <= acc["pgd"] <= acc["clean"] <= 1 and m["n_examples"] == 200
+    assert acc["clean"] > 0.3 and acc["pgd"] > 0.15  # chance is 0.1 (2 epochs on 1800 images)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file() and (tmp_path / "curves.png").is_file()
@@ -152,7 +154,7 @@ def test_dense_trades_and_carried_fast_attack_train(fmnist):
     train_set = fmnist[0].subset(torch.arange(640))
     dense = binprune.create_model("small_cnn", in_channels=1, widths=(8, 16))
     before = dense.net.conv0_0.weight.clone()
-    train(dense, train_set, eps=0.1, epochs=1, attack="trades", steps=2, batch_size=64, progress=False, device="cpu")
+    train(dense, train_set, eps=0.1, epochs=1, attack="trades", attack_steps=2, batch_size=64, progress=False, device="cpu")
     assert not torch.equal(dense.net.conv0_0.weight, before)
     net = _tiny_supermask()
     result = train(net, train_set, eps=0.1, epochs=1, attack="fast", carry_perturbation=True, batch_size=64,
@@ -178,7 +180,7 @@ def _cli(*args, env=None):
 
 
 TINY_RUN = ["train", "--dataset", "fashion-mnist", "--arch", "small_cnn", "--width-factor", "0.25", "--sparsity", "0.9",
-            "--attack", "pgd", "--steps", "2", "--eps", "0.1", "--epochs", "2", "--batch-size", "32",
+            "--attack", "pgd", "--attack-steps", "2", "--eps", "0.1", "--epochs", "2", "--batch-size", "32",
             "--train-examples", "960", "--test-examples", "100", "--device", "cpu", "--no-progress", "--seed", "1"]
 
 
@@ -205,7 +207,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
                    env=_env(), capture_output=True)
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
-    for key in ("clean_acc", "robust_acc", "val_robust_acc", "selected_epoch", "kept_params"):
+    for key in ("accuracy", "val_accuracy", "selected_epoch", "kept_params"):
         assert a[key] == b[key], key
     hist_a = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     hist_b = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
@@ -238,7 +240,7 @@ def test_resume_errors(tmp_path):
     [
         (["--sparsity", "1.0"], "outside [0, 1)"),
         (["--eps", "-1"], "negative"),
-        (["--arch", "resnet19"], "invalid choice"),
+        (["--arch", "resnet19"], "unknown architecture"),
         (["--dataset", "mnist"], "invalid choice"),
         (["--dataset", "cifar10", "--data-dir", "/no/such/dir"], "does not exist"),
         (["--dataset", "fashion-mnist"], "--eps"),
@@ -262,7 +264,7 @@ def test_cli_help_is_complete():
     proc = subprocess.run(_cli("train", "--help"), env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0
     for flag in ("--dataset", "--data-dir", "--arch", "--num-classes", "--sparsity", "--p", "--allocation", "--init",
-                 "--last-bn", "--attack", "--eps", "--alpha", "--steps", "--epochs", "--batch-size", "--lr", "--seed",
+                 "--last-bn", "--attack", "--eps", "--alpha", "--attack-steps", "--epochs", "--batch-size", "--lr", "--seed",
                  "--device", "--out", "--resume", "--preset"):
         assert flag in proc.stdout
 
@@ -290,10 +292,10 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     proc = subprocess.run(torchrun(full), env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((full / "metrics.json").read_text())
-    assert m["config"]["world_size"] == 2 and 0 <= m["robust_acc"] <= m["clean_acc"] <= 1
+    assert m["config"]["world_size"] == 2 and 0 <= m["accuracy"]["pgd"] <= m["accuracy"]["clean"] <= 1
     assert len((full / "metrics.jsonl").read_text().splitlines()) == 2
-    assert sorted(p.name for p in full.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt", "metrics.json",
-                                                      "metrics.jsonl"]
+    assert sorted(p.name for p in full.iterdir()) == ["best.pt", "config.json", "config.yaml", "curves.png", "last.pt",
+                                                      "metrics.json", "metrics.jsonl"]
 
     proc = subprocess.Popen(torchrun(killed, "--checkpoint-every", "3"), env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -308,5 +310,5 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     b = json.loads((killed / "metrics.json").read_text())
-    for key in ("clean_acc", "robust_acc", "val_robust_acc", "selected_epoch"):
+    for key in ("accuracy", "val_accuracy", "selected_epoch"):
         assert m[key] == b[key], key

@@ -18,22 +18,36 @@ When training ends, :meth:`ATMCProjection.project` applies the exact projection 
 the final model is sparse and quantized, and that is the model evaluated. ``bits=1`` is the
 binary setting (two levels plus zero per layer); ``bits=None`` skips quantization (kept weights in
 full precision; only the sparsity projection). Biases and batch-norm values stay in full precision.
+
+Methods registered here: ``atmc-fp``, ``atmc-binary``, ``atmc-fp-p0.1``, ``atmc-binary-p0.1``
+(:class:`ATMC`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import register_transform
-from ..sparsity import _check_sparsity, allocate_keep_counts
+from ..sparsity import allocate_keep_counts, check_sparsity
+from ..spec import attach_spec, find_spec, register_transform
 from ..supermask import topk_mask
-from ._common import coded_mask_bytes, effective_weights, other_float_values, size_summary, weight_layers
+from .base import Method, MethodContext, Phase, allocation_tag, register_method
+from .dense import from_pretrained, pretraining_phase
+from .measure import (
+    coded_mask_bytes,
+    effective_weights,
+    other_float_values,
+    register_stored_size,
+    size_summary,
+    weight_layers,
+)
 
-__all__ = ["ATMCProjection", "quantize_with_zero", "kmeans_codebook", "atmc_model", "atmc_size", "ATMC_ALLOCATIONS"]
+__all__ = ["ATMCProjection", "quantize_with_zero", "kmeans_codebook", "atmc_model", "atmc_size", "ATMC_ALLOCATIONS",
+           "ATMC"]
 
 ATMC_ALLOCATIONS = ("global", "adaptive", "uniform")
 
@@ -94,7 +108,7 @@ class ATMCProjection:
 
     def __init__(self, model: nn.Module, *, sparsity: float, allocation: str = "global", p: float = 0.1,
                  bits: int | None = 1, penalty: float = 0.01, admm_every: int = 10, kmeans_iterations: int = 10):
-        self.sparsity = _check_sparsity(sparsity)
+        self.sparsity = check_sparsity(sparsity)
         if allocation not in ATMC_ALLOCATIONS:
             raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
         if bits is not None and not (isinstance(bits, int) and 1 <= bits <= 16):
@@ -206,14 +220,14 @@ class ATMCProjection:
 
 def atmc_model(model: nn.Module, *, sparsity: float = 0.99, allocation: str = "global", p: float = 0.1,
                bits: int | None = 1) -> nn.Module:
-    """Tag a dense model as an ATMC model (in place; its structure is the dense one, the
-    projection happens in :class:`ATMCProjection`), so checkpoints record the settings."""
-    _check_sparsity(sparsity)
+    """A copy of a dense model tagged as an ATMC model: its structure is the dense one (the
+    projection happens in :class:`ATMCProjection`), and its spec records the settings so that
+    checkpoints rebuild it. ``model`` is not modified."""
+    check_sparsity(sparsity)
     if allocation not in ATMC_ALLOCATIONS:
         raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
-    model.binprune_transform = {"name": "atmc", "kwargs": {"sparsity": float(sparsity), "allocation": allocation,
-                                                          "p": float(p), "bits": bits}}
-    return model
+    kwargs = {"sparsity": float(sparsity), "allocation": allocation, "p": float(p), "bits": bits}
+    return attach_spec(copy.deepcopy(model), find_spec(model, nested=False).with_transform("atmc", kwargs))
 
 
 @register_transform("atmc")
@@ -248,3 +262,50 @@ def atmc_size(model: nn.Module, bits: int | None) -> dict:
                    f"+ 4 B x {2 ** bits} codebook levels per layer + 4 B x other values")
     parts["other"] = 4 * other_float_values(model)
     return size_summary(parts, formula)
+
+
+@register_stored_size("atmc")
+def _atmc_stored_size(model: nn.Module) -> dict:
+    return atmc_size(model, find_spec(model).transform["kwargs"]["bits"])
+
+
+class ATMC(Method):
+    """ATMC: the dense AT pre-training (shared), then training under :class:`ATMCProjection`
+    (sparsity projection and ADMM quantization to ``bits``; ``None``: full precision), ending
+    with the exact projection.
+
+    ``p`` is the adaptive exponent (default: the comparison's ``p``); other allocations use 1.
+    """
+
+    def __init__(self, *, bits: int | None, allocation: str = "global", p: float | None = None, **names: str | None):
+        super().__init__(**names)
+        if allocation not in ATMC_ALLOCATIONS:
+            raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
+        self.bits, self.allocation, self.p = bits, allocation, p
+
+    def phases(self, ctx: MethodContext) -> list[Phase]:
+        cfg = ctx.config
+        exponent = cfg.p if self.p is None else self.p
+        kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
+                  "p": exponent if self.allocation == "adaptive" else 1.0}
+        bits = self.bits
+
+        def hook(model: nn.Module) -> ATMCProjection:
+            return ATMCProjection(model, bits=bits, penalty=cfg.atmc_penalty, admm_every=cfg.atmc_admm_every, **kwargs)
+
+        def finish(model: nn.Module, step_hook: Any) -> dict:
+            return {"layers": step_hook.project(model)}
+
+        name = f"atmc-{'fp' if bits is None else f'{bits}bit'}-{allocation_tag(self.allocation, exponent)}"
+        return [pretraining_phase(ctx),
+                Phase(name, start=lambda: from_pretrained(ctx), build=lambda base: atmc_model(base, bits=bits, **kwargs),
+                      lr=cfg.finetune_lr, hook=hook, finish=finish)]
+
+
+register_method("atmc-fp")(ATMC(bits=None, allocation="global", label="ATMC (FP)", strategy="global", precision="FP"))
+register_method("atmc-binary")(ATMC(bits=1, allocation="global", label="ATMC (binary)", strategy="global",
+                                    precision="binary"))
+register_method("atmc-fp-p0.1")(ATMC(bits=None, allocation="adaptive", label="ATMC (FP), p=0.1",
+                                     strategy="adaptive p=0.1", precision="FP"))
+register_method("atmc-binary-p0.1")(ATMC(bits=1, allocation="adaptive", label="ATMC (binary), p=0.1",
+                                         strategy="adaptive p=0.1", precision="binary"))

@@ -15,10 +15,15 @@ parameters stay in full precision.
 
 The "small" dense network is the same architecture with every width multiplied by a factor
 chosen so that it has about 1% of the parameters (:func:`width_factor_for_ratio`).
+
+Methods registered here: ``at-fp``, ``at-binary``, ``at-fp-small``, ``at-binary-small``
+(:class:`DenseAT`). The dense AT phase (``dense-fp``) is also the pre-training of HYDRA and ATMC
+(:func:`pretraining_phase`, :func:`from_pretrained`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -26,12 +31,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..checkpoint import register_transform
-from ._common import effective_weights, other_float_values, size_summary, weight_layers
+from ..spec import attach_spec, find_spec, register_transform
+from .base import Method, MethodContext, Phase, register_method
+from .measure import count_params, effective_weights, other_float_values, register_stored_size, size_summary, weight_layers
 
 __all__ = [
     "BinaryWeight", "binarize_weights", "LatentClip", "binary_weight_tensors", "width_factor_for_ratio",
-    "dense_size", "binary_dense_size", "count_params",
+    "dense_size", "binary_dense_size", "count_params", "DenseAT", "dense_phase", "pretraining_phase",
+    "from_pretrained",
 ]
 
 
@@ -79,34 +86,31 @@ def binary_weight_tensors(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _latent(module: nn.Module) -> torch.Tensor:
-    return module.parametrizations["weight"].original
-
-
 def _clip_latents(model: nn.Module) -> None:
     with torch.no_grad():
         for _, module in binary_weight_tensors(model):
-            _latent(module).clamp_(-1.0, 1.0)
+            module.parametrizations["weight"].original.clamp_(-1.0, 1.0)
 
 
 def binarize_weights(model: nn.Module) -> nn.Module:
-    """Make every conv / linear weight of ``model`` binary (in place; see the module docstring)
-    and clip the latent weights into [-1, 1]. Layers already masked keep their mask: the
-    binarization is appended after it. Returns ``model``."""
+    """A copy of ``model`` whose conv / linear weights are binary (see the module docstring), with
+    the latent weights clipped into [-1, 1]. Layers already masked keep their mask: the
+    binarization is appended after it. ``model`` is not modified."""
     layers = list(weight_layers(model))
     if not layers:
         raise ValueError("the model has no Conv or Linear weight to binarize")
-    if getattr(model, "binprune_transform", None) is not None:
-        raise ValueError(f"the model is already a {model.binprune_transform.get('name')!r} model: binarize the "
-                         "dense model (HYDRA's binary fine-tuning uses hydra_model(..., binary=True))")
-    for name, module in layers:
-        if parametrize.is_parametrized(module, "weight") and any(
-                isinstance(p, BinaryWeight) for p in module.parametrizations["weight"]):
-            raise ValueError(f"layer {name!r} is already binary")
+    kind = find_spec(model).transform_name
+    if kind is not None:
+        raise ValueError(f"the model is already a {kind!r} model: binarize the dense model "
+                         "(HYDRA's binary fine-tuning uses hydra_model(..., binary=True))")
+    already = binary_weight_tensors(model)
+    if already:
+        raise ValueError(f"layer {already[0][0]!r} is already binary")
+    out = copy.deepcopy(model)
+    for _, module in weight_layers(out):
         parametrize.register_parametrization(module, "weight", BinaryWeight(), unsafe=True)
-    _clip_latents(model)
-    model.binprune_transform = {"name": "binary_weights", "kwargs": {}}
-    return model
+    _clip_latents(out)
+    return attach_spec(out, find_spec(model, nested=False).with_transform("binary_weights", {}))
 
 
 @register_transform("binary_weights")
@@ -127,11 +131,6 @@ class LatentClip:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
-
-
-def count_params(model: nn.Module) -> int:
-    """Parameters of a plain (unconverted) model: weights, biases, batch-norm affine values."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def width_factor_for_ratio(build: Callable[[float], nn.Module], ratio: float, reference: int,
@@ -157,6 +156,7 @@ def width_factor_for_ratio(build: Callable[[float], nn.Module], ratio: float, re
     return factor, count_params(build(factor)) / reference
 
 
+@register_stored_size(None)
 def dense_size(model: nn.Module) -> dict:
     """Stored size of a dense full-precision model: 32 bits per weight and per other value."""
     weights = sum(w.numel() for _, w in effective_weights(model))
@@ -164,6 +164,7 @@ def dense_size(model: nn.Module) -> dict:
                         "4 B x weights + 4 B x other values (biases, BN, normalization)")
 
 
+@register_stored_size("binary_weights")
 def binary_dense_size(model: nn.Module) -> dict:
     """Stored size of a dense binary model: 1 bit per weight (rounded up per layer), a 32-bit scale
     per layer, and 32 bits per other value."""
@@ -171,3 +172,62 @@ def binary_dense_size(model: nn.Module) -> dict:
     bits = sum(math.ceil(w.numel() / 8) for _, w in layers)
     return size_summary({"weights": bits, "scales": 4 * len(layers), "other": 4 * other_float_values(model)},
                         "1 bit x weights (per layer, rounded up to bytes) + 4 B scale per layer + 4 B x other values")
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+
+def dense_phase(ctx: MethodContext, *, binary: bool, small: bool) -> Phase:
+    """AT of the dense network (full-size or small, FP or binary): phase ``dense-fp``,
+    ``dense-binary``, ``small-fp`` or ``small-binary``."""
+    factor = ctx.small_width()[0] if small else 1.0
+    return Phase(
+        name=f"{'small' if small else 'dense'}-{'binary' if binary else 'fp'}",
+        start=lambda: ctx.base_model(factor),
+        build=binarize_weights if binary else copy.deepcopy,
+        lr=ctx.config.lr,
+        hook=(lambda model: LatentClip()) if binary else None,
+    )
+
+
+def pretraining_phase(ctx: MethodContext) -> Phase:
+    """The pre-training of HYDRA and ATMC: the AT (FP) phase itself (one shared run)."""
+    return dense_phase(ctx, binary=False, small=False)
+
+
+def from_pretrained(ctx: MethodContext) -> nn.Module:
+    """A fresh dense model holding the pre-trained (AT FP) weights."""
+    pre, _ = ctx.run_phase(pretraining_phase(ctx))
+    model = ctx.base_model()
+    model.load_state_dict(pre.state_dict())
+    return model
+
+
+class DenseAT(Method):
+    """AT of the dense network: full precision or binary weights, full-size or small."""
+
+    def __init__(self, *, binary: bool, small: bool, **names: str | None):
+        super().__init__(**names)
+        self.binary, self.small = bool(binary), bool(small)
+        self.uses_small_network = self.small
+
+    def phases(self, ctx: MethodContext) -> list[Phase]:
+        return [dense_phase(ctx, binary=self.binary, small=self.small)]
+
+    def extra(self, ctx: MethodContext, model: nn.Module) -> dict[str, Any]:
+        if not self.small:
+            return {}
+        factor, ratio = ctx.small_width()
+        # Built afresh (not taken from the comparison's header) so that a run draws the same
+        # random numbers as earlier releases: later dense phases start from the same weights.
+        return {"width_factor": factor, "params": count_params(ctx.base_model(factor)),
+                "params_full": count_params(ctx.base_model()), "params_ratio": ratio}
+
+
+register_method("at-fp")(DenseAT(binary=False, small=False, label="AT (FP)", strategy="none (dense)", precision="FP"))
+register_method("at-binary")(DenseAT(binary=True, small=False, label="AT (binary)", strategy="none (dense)",
+                                     precision="binary"))
+register_method("at-fp-small")(DenseAT(binary=False, small=True, label="AT (FP), small", strategy="none (small dense)",
+                                       precision="FP"))
+register_method("at-binary-small")(DenseAT(binary=True, small=True, label="AT (binary), small",
+                                           strategy="none (small dense)", precision="binary"))

@@ -37,8 +37,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from .convert import Subnetwork, finalize
-from .supermask import masked_tensors
+from ..convert import Subnetwork, finalize
+from ..spec import attach_spec, find_spec
+from ..supermask import masked_tensors
 
 __all__ = ["compact", "count_macs", "compact_report", "channel_groups"]
 
@@ -425,7 +426,8 @@ def compact(model: nn.Module) -> nn.Module:
     torchvision ResNets. Other parts of the model are kept as they are (finalized).
 
     The returned model is in eval mode (batch norms are folded with their running statistics);
-    ``model.binprune_compact`` lists the channels of each layer before and after.
+    Its spec's ``"compact"`` transform (``binprune.spec.find_spec(result)``) lists the channels
+    of each layer before and after.
 
     Example:
         >>> small = binprune.compact(net)
@@ -459,7 +461,7 @@ def compact(model: nn.Module) -> nn.Module:
     for p in result.parameters():
         p.requires_grad_(False)
     result.eval()
-    result.binprune_compact = {
+    info = {
         "layers": [
             {"name": n.name, "in_before": before[n.name][0], "out_before": before[n.name][1],
              "in_after": n.in_channels, "out_after": n.out_channels}
@@ -467,7 +469,9 @@ def compact(model: nn.Module) -> nn.Module:
         ],
         "folded_batchnorms": len(graph.bn_folds) + int(lbn_folded),
     }
-    return result
+    # The compact model cannot be rebuilt from a recipe (its layers are narrower); its spec
+    # records the base recipe and what the compaction did.
+    return attach_spec(result, find_spec(model).with_transform("compact", info))
 
 
 def channel_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -558,7 +562,8 @@ def compact_report(model: nn.Module, compacted: nn.Module, example_input: torch.
         diff = float((reference - compacted(example_input)).abs().max())
         scale = float(reference.abs().max())
     model.train(was_training)
-    info = getattr(compacted, "binprune_compact", {"layers": []})
+    spec = find_spec(compacted)
+    info = spec.transform["kwargs"] if spec.transform_name == "compact" else {"layers": []}
     ch_before = sum(layer["out_before"] for layer in info["layers"])
     ch_after = sum(layer["out_after"] for layer in info["layers"])
     summary = {k: before[k] for k in ("macs", "nonzero_macs", "params", "nonzero_params")}

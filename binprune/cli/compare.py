@@ -1,0 +1,51 @@
+"""``binprune compare``: binprune and its baselines under one protocol, in one table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ..config import CompareConfig, list_presets
+from .common import add_config_flags, given_values
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    presets = ", ".join(list_presets("compare"))
+    p = sub.add_parser(
+        "compare", help="train and evaluate binprune and its baselines under one protocol",
+        description="Train and evaluate binprune and its baselines (dense AT in full precision and binary, at full "
+                    "size and small; HYDRA; ATMC; RST) with the same data, architecture, attack, seed and epochs per "
+                    "phase, then write DIR/table.json, DIR/table.md and DIR/table.png. Re-running with the same --out "
+                    "skips finished methods and resumes unfinished ones.",
+        epilog=f"Presets: {presets} (binprune/presets/compare/*.yaml). See docs/BASELINES.md.",
+    )
+    p.add_argument("--preset", required=True, metavar="NAME", help=f"one of: {presets}")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="methods to run, in table order (default: the preset's)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (re-use it to resume)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the preset's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    g = p.add_argument_group("shorter runs (recorded in the table; every method gets the same)")
+    names = add_config_flags(g, CompareConfig)
+    g.add_argument("--eval-examples", dest="test_examples_deprecated", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(run=run, override_names=names)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.compare import compare
+
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist or is not a folder")
+    overrides = given_values(args, args.override_names)
+    if args.test_examples_deprecated is not None:
+        print("binprune: warning: --eval-examples is deprecated, use --test-examples", flush=True)
+        overrides.setdefault("test_examples", args.test_examples_deprecated)
+    table = compare(args.preset, args.out, methods=args.methods, data_dir=args.data_dir, device=args.device,
+                    overrides=overrides, progress=not args.no_progress, log=lambda line: print(line, flush=True))
+    pending = table.get("pending_methods") or []
+    print(f"{len(table['rows'])} method(s) in {os.path.join(args.out, 'table.md')}"
+          + (f"; not finished: {', '.join(pending)}" if pending else ""))
+    return 0

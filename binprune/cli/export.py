@@ -1,0 +1,61 @@
+"""``binprune export``: write a packed kilobyte-sized model file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export", help="write a packed kilobyte-sized model file",
+        description="Write a supermask checkpoint as a packed .bpk file: the model's recipe and seed, each mask "
+                    "coded close to log2 C(n, k) bits, batch-norm statistics and a checksum (weights are "
+                    "regenerated from the seed when loading). Prints the size under each encoding.",
+        epilog="The file loads with binprune.load_model(path) or any command taking a checkpoint. "
+               "Format: docs/PACKED_FORMAT.md.",
+    )
+    p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
+    p.add_argument("-o", "--output", required=True, help="packed file to write, e.g. model.bpk")
+    p.add_argument("--footprint-json", metavar="PATH",
+                   help="also write the size accounting (bytes, bits per parameter) as JSON")
+    p.set_defaults(run=run)
+
+
+def footprint_table(fp: dict) -> str:
+    labels = {
+        "packed_file": "packed file", "masks": "masks alone", "bound": "bound sum log2 C(n,k)",
+        "paper_bitmap_sign": "bitmap + sign bits", "state_dict": "state_dict (torch.save)",
+        "dense_fp32": "dense float32",
+    }
+    lines = [f"{'encoding':<24} {'bytes':>14} {'bits/param':>11}"]
+    for key, label in labels.items():
+        lines.append(f"{label:<24} {fp['bytes'][key]:>14,.0f} {fp['bits_per_param'][key]:>11.4f}")
+    ratio = f"{fp['masks_to_bound']:.4f}x" if fp["masks_to_bound"] is not None else "n/a (bound 0)"
+    lines.append(f"({fp['original_params']:,} original parameters, {fp['kept_weights']:,} weights kept; "
+                 f"masks at {ratio} the bound)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import footprint, save_packed
+    from ..loading import load_model
+    from ..utils import write_json
+
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+    if os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} is a folder; give a file name such as "
+                         f"{os.path.join(args.output, 'model.bpk')}")
+    model = load_model(args.checkpoint)
+    fp = footprint(model)
+    size = save_packed(model, args.output)
+    if args.footprint_json:
+        write_json(args.footprint_json, {"checkpoint": args.checkpoint, "packed_file": args.output, "units": {
+            "bytes": "bytes", "bits_per_param": "bits per original parameter"}, **fp})
+    print(f"wrote {args.output} ({size:,} bytes)")
+    print(footprint_table(fp))
+    return 0

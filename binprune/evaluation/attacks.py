@@ -1,0 +1,201 @@
+"""The evaluation attacks, in a registry :func:`binprune.evaluate` looks names up in.
+
+Every attack is a function ``attack(context: AttackContext) -> AttackResult``: it receives the
+model (in the form being evaluated, parameters frozen), the examples, the clean flags and the
+settings, and returns the per-example robust flags with its own record. Add one with::
+
+    @register_attack("my-attack")
+    def my_attack(ctx: AttackContext) -> AttackResult:
+        robust = ctx.clean & ...
+        return AttackResult("my-attack", int(robust.sum()) / ctx.n, ctx.n, seconds, {...}, robust=robust)
+
+``"clean"`` always runs first (robust accuracy needs it); the others see its flags as
+``ctx.clean``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torchattacks
+from torch import nn
+
+from ..adversary import default_alpha, run_attack
+from ..config import EvalConfig
+from ..results import AttackResult
+from ..utils import stable_seed
+from .autoattack import run_autoattack
+from .model import correct_flags, model_logits, seeded_rng
+from .progress import ProgressReporter, n_batches
+from .validation import check_eps, check_norm, check_positive_int
+
+__all__ = ["AttackContext", "AttackFunction", "ATTACKS", "register_attack", "check_attacks", "pgd_robust_flags"]
+
+
+@dataclass
+class AttackContext:
+    """What an evaluation attack receives. ``clean`` is ``None`` only while ``"clean"`` runs."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    config: EvalConfig
+    device: torch.device
+    progress: ProgressReporter
+    clean: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+
+AttackFunction = Callable[[AttackContext], AttackResult]
+
+#: Registered attacks by name, in registration order.
+ATTACKS: dict[str, AttackFunction] = {}
+
+
+def register_attack(name: str, *, replace: bool = False) -> Callable[[AttackFunction], AttackFunction]:
+    """Decorator adding an attack under ``name`` (``replace=True`` to override an existing one)."""
+    if not isinstance(name, str) or not name or "," in name:
+        raise ValueError(f"an attack name must be a non-empty string without commas, got {name!r}")
+
+    def add(function: AttackFunction) -> AttackFunction:
+        if name in ATTACKS and not replace:
+            raise ValueError(f"attack {name!r} is already registered: pass replace=True to override it")
+        ATTACKS[name] = function
+        return function
+
+    return add
+
+
+def check_attacks(attacks: Sequence[str] | str) -> list[str]:
+    """Registered attack names from a list or a comma-separated string, each once, in order
+    (``"autoattack-standard"`` is an alias of ``"autoattack"``)."""
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    names: list[str] = []
+    for name in attacks:
+        name = "autoattack" if name == "autoattack-standard" else name
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack {name!r}: choose from {', '.join(ATTACKS)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError(f"no attack given: choose from {', '.join(ATTACKS)}")
+    return names
+
+
+def pgd_robust_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, *, eps: float,
+                     norm: str = EvalConfig.norm, steps: int = EvalConfig.pgd_steps, restarts: int = 1,
+                     alpha: float | None = None, batch_size: int = EvalConfig.batch_size,
+                     device: torch.device | str = "cpu", seed: int = EvalConfig.seed,
+                     progress: ProgressReporter | None = None) -> torch.Tensor:
+    """Per-example robustness to PGD: correct on the clean input and on every restart's output.
+
+    Each restart attacks only the examples still standing, from a random start seeded by
+    ``(seed, restart, first example of the batch)``. ``eps == 0`` under L2 has a single
+    admissible input (the clean one), so the clean flags are returned without running the attack
+    (torchattacks' L2 projection divides by the perturbation norm, which is 0 there).
+    """
+    eps, norm = check_eps(eps), check_norm(norm)
+    check_positive_int(steps, "steps")
+    check_positive_int(restarts, "restarts")
+    device = torch.device(device)
+    robust = clean.clone()
+    if eps == 0.0 and norm == "L2":
+        return robust
+    alpha = default_alpha("pgd", eps, steps) if alpha is None else float(alpha)
+    if norm == "Linf":
+        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    else:
+        attack = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    attack.set_model_training_mode(model_training=False)
+    attack.set_device(device)
+    for restart in range(restarts):
+        idx = robust.nonzero().flatten()
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            xb, yb = x[b].to(device), y[b].to(device)
+            with seeded_rng(device, stable_seed("pgd", seed, restart, int(b[0]))):
+                adv = run_attack(attack, model, xb, yb, bn_mode="eval")
+            with torch.no_grad():
+                fooled = (model_logits(model, adv).argmax(1) != yb).cpu()
+            robust[b[fooled]] = False
+            if progress is not None:
+                progress.advance()
+    return robust
+
+
+@register_attack("clean")
+def clean(ctx: AttackContext) -> AttackResult:
+    """Accuracy on the unperturbed examples; its flags are every other attack's starting point."""
+    started = time.perf_counter()
+    batch_size = ctx.config.batch_size
+    ctx.progress.start("clean", n_batches(ctx.n, batch_size))
+    flags = correct_flags(ctx.model, ctx.x, ctx.y, batch_size=batch_size, device=ctx.device, progress=ctx.progress)
+    ctx.progress.close()
+    correct = int(flags.sum())
+    return AttackResult("clean", correct / ctx.n, ctx.n, time.perf_counter() - started,
+                        {"correct_examples": correct}, robust=flags)
+
+
+@register_attack("pgd")
+def pgd(ctx: AttackContext) -> AttackResult:
+    """torchattacks' PGD (L-inf) or PGDL2 with a random start: a quick check, not the headline."""
+    cfg = ctx.config
+    started = time.perf_counter()
+    alpha = default_alpha("pgd", cfg.eps, cfg.pgd_steps) if cfg.pgd_alpha is None else float(cfg.pgd_alpha)
+    ctx.progress.start(f"pgd-{cfg.pgd_steps}" + (f" x{cfg.pgd_restarts}" if cfg.pgd_restarts > 1 else ""),
+                       n_batches(int(ctx.clean.sum()), cfg.batch_size) * cfg.pgd_restarts)
+    robust = pgd_robust_flags(ctx.model, ctx.x, ctx.y, ctx.clean, eps=cfg.eps, norm=cfg.norm, steps=cfg.pgd_steps,
+                              restarts=cfg.pgd_restarts, alpha=alpha, batch_size=cfg.batch_size, device=ctx.device,
+                              seed=cfg.seed, progress=ctx.progress)
+    ctx.progress.close()
+    details = {"robust_examples": int(robust.sum()), "steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts,
+               "alpha": alpha, "random_start": True,
+               "implementation": f"torchattacks.{'PGD' if cfg.norm == 'Linf' else 'PGDL2'}"}
+    return AttackResult("pgd", int(robust.sum()) / ctx.n, ctx.n, time.perf_counter() - started, details,
+                        robust=robust)
+
+
+def _autoattack(ctx: AttackContext, name: str, version: str) -> AttackResult:
+    """One AutoAttack version through :func:`run_autoattack`; ``autoattack_options`` may shorten
+    its budgets (the numbers are then no longer the published protocol's)."""
+    cfg = ctx.config
+    options = cfg.autoattack_options or {}
+    result, robust = run_autoattack(
+        ctx.model, ctx.x, ctx.y, eps=cfg.eps, norm=cfg.norm, version=version,
+        attacks=options.get("attacks") if version == "custom" else None,
+        iterations=options.get("iterations"), square_queries=options.get("square_queries"),
+        batch_size=cfg.batch_size, device=ctx.device, seed=cfg.seed, progress=ctx.progress, clean=ctx.clean,
+    )
+    details = {k: v for k, v in result.items() if k not in ("accuracy", "n_examples", "time_s")}
+    return AttackResult(name, result["accuracy"], result["n_examples"], result["time_s"], details, robust=robust)
+
+
+@register_attack("autoattack")
+def autoattack(ctx: AttackContext) -> AttackResult:
+    """AutoAttack ``"standard"``: APGD-CE, APGD-T, FAB-T, Square (the headline number)."""
+    return _autoattack(ctx, "autoattack", "standard")
+
+
+@register_attack("autoattack-plus")
+def autoattack_plus(ctx: AttackContext) -> AttackResult:
+    """AutoAttack ``"plus"``: more restarts and the untargeted FAB and DLR variants."""
+    return _autoattack(ctx, "autoattack-plus", "plus")
+
+
+@register_attack("autoattack-rand")
+def autoattack_rand(ctx: AttackContext) -> AttackResult:
+    """AutoAttack ``"rand"``: expectation over transformation, for randomized defenses."""
+    return _autoattack(ctx, "autoattack-rand", "rand")
+
+
+@register_attack("autoattack-custom")
+def autoattack_custom(ctx: AttackContext) -> AttackResult:
+    """The AutoAttack attacks listed in ``autoattack_options["attacks"]``."""
+    return _autoattack(ctx, "autoattack-custom", "custom")

@@ -1,0 +1,125 @@
+""":func:`evaluate`: clean and robust accuracy of a model, with the settings that produced them.
+
+All attacks work in pixel space (inputs in [0, 1], normalization inside the model). Robust
+accuracy is the fraction of examples classified correctly *and* still correctly under the
+attack, the definition AutoAttack and RobustBench use. The attacks come from the registry of
+:mod:`binprune.evaluation.attacks`; the defaults from :class:`binprune.config.EvalConfig`.
+
+Determinism: every random start is seeded from ``seed`` (and the batch), AutoAttack gets
+``seed`` explicitly, and the caller's global RNG is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+import torchattacks
+from torch import nn
+
+from ..config import EvalConfig
+from ..results import AttackResult, EvalReport
+from ..utils import resolve_device
+from ..views import evaluation_tensors
+from .attacks import ATTACKS, AttackContext, check_attacks
+from .model import describe_model, frozen_parameters, prepare_model, preserved_modes
+from .progress import ProgressCallback, ProgressReporter
+from .validation import check_eps, check_norm, check_positive_int, check_seed, with_settings
+
+__all__ = ["evaluate", "eval_config", "package_versions"]
+
+_AUTOATTACK_OPTIONS = ("attacks", "iterations", "square_queries")
+
+
+def eval_config(config: EvalConfig | None = None, **settings: Any) -> EvalConfig:
+    """``config`` with ``settings`` applied, checked, and normalized (attack names as a tuple with
+    ``"clean"`` first, ``eps`` a float, ``autoattack_options`` a dict or ``None``)."""
+    cfg = with_settings(EvalConfig, config, settings, "evaluation")
+    if cfg.eps is None:
+        raise ValueError("no attack budget: pass eps (in pixel units, e.g. 8/255 for L-inf, 0.5 for L2)")
+    eps, norm = check_eps(cfg.eps), check_norm(cfg.norm)
+    names = check_attacks(cfg.attacks)
+    check_positive_int(cfg.batch_size, "batch_size")
+    check_positive_int(cfg.pgd_steps, "pgd_steps")
+    check_positive_int(cfg.pgd_restarts, "pgd_restarts")
+    alpha = cfg.pgd_alpha
+    if alpha is not None and (isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and alpha > 0)):
+        raise ValueError(f"pgd_alpha must be a number > 0, got {alpha!r}")
+    check_seed(cfg.seed)
+    options = dict(cfg.autoattack_options or {})
+    unknown = set(options) - set(_AUTOATTACK_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown autoattack_options {sorted(unknown)}: use {', '.join(_AUTOATTACK_OPTIONS)}")
+    if "autoattack-custom" in names and not options.get("attacks"):
+        raise ValueError("'autoattack-custom' needs autoattack_options={'attacks': [...]} naming AutoAttack's attacks")
+    ordered = ("clean",) + tuple(a for a in names if a != "clean")
+    return dataclasses.replace(cfg, eps=eps, norm=norm, attacks=ordered, autoattack_options=options or None)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose code produced the numbers."""
+    import pyautoattack
+
+    import binprune
+
+    return {"binprune": binprune.__version__, "torch": torch.__version__, "torchattacks": torchattacks.__version__,
+            "pyautoattack": pyautoattack.__version__}
+
+
+def _run_attacks(ctx: AttackContext, names: tuple[str, ...]) -> dict[str, AttackResult]:
+    """Clean first (its flags are the others' starting point), then each named attack."""
+    results = {"clean": ATTACKS["clean"](ctx)}
+    ctx.clean = results["clean"].robust
+    for name in names:
+        if name != "clean":
+            result = ATTACKS[name](ctx)
+            if result.robust is not None and len(result.robust) != ctx.n:
+                raise ValueError(f"attack {name!r} returned {len(result.robust)} flags for {ctx.n} examples")
+            results[name] = result
+    return results
+
+
+def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, device: str | torch.device = "auto",
+             progress: bool | ProgressCallback | None = True, **settings: Any) -> EvalReport:
+    """Clean and robust accuracy of ``model`` on ``data``, with the settings that produced them.
+
+    Args:
+        model: any classifier returning logits (a supermask model, a finalized one, a
+            RobustBench model, ...). It is moved to ``device``; its train/eval modes and
+            ``requires_grad`` flags are restored on exit.
+        data: an ``(images, labels)`` pair of tensors in [0, 1], a
+            :class:`binprune.ImageTensorDataset` or any dataset of ``(image, label)``; see
+            :func:`binprune.views.evaluation_tensors` for which examples are used.
+        config: the settings (:class:`binprune.config.EvalConfig`); ``eps`` has no default.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        progress: ``True`` shows progress bars on stderr; a callable receives event dicts.
+        **settings: :class:`~binprune.config.EvalConfig` fields overriding ``config`` (``eps``,
+            ``attacks``, ``n_examples``, ``pgd_steps``, ...); other names raise ``ValueError``.
+
+    Returns:
+        An :class:`binprune.results.EvalReport`: one :class:`~binprune.results.AttackResult`
+        per attack (with per-example robust flags), settings, data selection, model form and
+        package versions; ``report["accuracy"]["pgd"]`` reads it as a dict.
+
+    Example:
+        >>> report = binprune.evaluate(model, test, eps=0.1, n_examples=1000)
+        >>> report.accuracy  # {'clean': ..., 'pgd': ..., 'autoattack': ...}
+    """
+    cfg = eval_config(config, **settings)
+    dev = resolve_device(device)
+    x, y, data_info = evaluation_tensors(data, cfg.n_examples)
+    reporter = ProgressReporter(progress)
+    started = time.perf_counter()
+    with preserved_modes(model):
+        eval_model, model_info = prepare_model(model, x[:cfg.batch_size], device=dev, fast=cfg.fast)
+        describe_model(model, model_info)
+        with frozen_parameters(eval_model):
+            ctx = AttackContext(model=eval_model, x=x, y=y, config=cfg, device=dev, progress=reporter)
+            results = _run_attacks(ctx, cfg.attacks)
+    record = {"eps": cfg.eps, "norm": cfg.norm, "attacks": list(cfg.attacks), "n_examples": len(x),
+              "batch_size": cfg.batch_size, "device": str(dev), "seed": cfg.seed, "pgd_steps": cfg.pgd_steps,
+              "pgd_restarts": cfg.pgd_restarts, "autoattack_options": cfg.autoattack_options}
+    return EvalReport(attacks=results, settings=record, data=data_info, model=model_info,
+                      versions=package_versions(), seconds=time.perf_counter() - started)

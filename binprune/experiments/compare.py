@@ -1,0 +1,495 @@
+"""``binprune compare``: binprune and its baselines under one protocol, in one table.
+
+Every method of a table uses the same data (one seeded subset of the training set), the same
+architecture, the same training attack and budget, the same seed and batch size, the same number
+of epochs per phase, and the same evaluation (clean, PGD-20 and AutoAttack standard on the same
+test images). Methods differ only in what they train; each is a registered
+:class:`binprune.methods.Method` and lists its phases:
+
+=================  =====================================================================
+phase              used by
+=================  =====================================================================
+``dense-fp``       AT (FP); HYDRA's pre-training; ATMC's starting point
+``dense-binary``   AT (binary)
+``small-*``        AT of the small dense network (about 1% of the parameters)
+``hydra-prune-*``  HYDRA's score training (shared by its FP and binary fine-tuning)
+``hydra-ft-*``     HYDRA's fine-tuning
+``atmc-*``         ATMC's projected / ADMM training
+``rst``, ``bp-*``  the supermask methods (one phase each)
+=================  =====================================================================
+
+Each phase trains with :func:`binprune.train` in its own folder (``DIR/phases/NAME``), so an
+interrupted run resumes where it stopped; a finished phase leaves ``final.pt`` and is reused by
+every method that needs it. Each finished method writes ``DIR/methods/NAME.json`` (atomically);
+re-running with the same ``DIR`` skips those. ``DIR/table.json``, ``DIR/table.md`` and
+``DIR/table.png`` are rewritten after every method.
+
+The settings are a :class:`binprune.config.CompareConfig`, read from the YAML presets shipped in
+``binprune/presets/compare/`` (:func:`list_presets`, :func:`resolve_preset`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import CompareConfig, TrainConfig, config_from_dict, load_preset
+from ..config import list_presets as list_config_presets
+from ..data import load_dataset
+from ..evaluation import evaluate
+from ..loading import load_model
+from ..methods import Method, Outcome, Phase, count_params, get_method, list_methods, weight_counts, weight_sparsity
+from ..methods.dense import width_factor_for_ratio
+from ..models import create_model
+from ..results import ComparisonRow, EvalReport
+from ..training import train
+from ..utils import atomic_write_bytes, resolve_device, write_json
+from ..views import ExampleView, select_examples
+
+__all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table"]
+
+DEFAULT_METHODS = (
+    "at-fp", "at-binary", "at-fp-small", "at-binary-small",
+    "hydra-fp", "hydra-binary", "hydra-binary-p0.1",
+    "atmc-fp", "atmc-binary", "atmc-binary-p0.1",
+    "rst", "binprune-p0.1", "binprune-p1.0", "binprune-global",
+)
+
+#: Datasets without a default folder (Fashion-MNIST has the Debian package's).
+_NEEDS_DATA_DIR = ("cifar10", "cifar100", "imagefolder")
+
+# --- presets -------------------------------------------------------------------------------------
+
+_OVERRIDABLE = ("epochs", "train_examples", "test_examples")
+_DEPRECATED_OVERRIDES = {"eval_examples": "test_examples"}
+# Protocol keys of results folders written before the settings were renamed.
+_LEGACY_PROTOCOL_KEYS = {"steps": "attack_steps", "eval_examples": "test_examples", "pgd_steps": "test_pgd_steps"}
+
+
+def list_presets(include_hidden: bool = False) -> list[str]:
+    """Names of the comparison presets shipped with binprune (``binprune/presets/compare``)."""
+    return list_config_presets("compare", include_hidden)
+
+
+def _normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``overrides`` without ``None`` values, deprecated names replaced (with a warning), checked."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for old, new in _DEPRECATED_OVERRIDES.items():
+        if old in given:
+            warnings.warn(f"the override {old!r} is deprecated: use {new!r}", DeprecationWarning, stacklevel=3)
+            value = given.pop(old)
+            if given.get(new, value) != value:
+                raise ValueError(f"{old} (deprecated) and {new} given with different values")
+            given[new] = value
+    unknown = set(given) - set(_OVERRIDABLE)
+    if unknown:
+        raise ValueError(f"cannot override {sorted(unknown)}: only {', '.join(_OVERRIDABLE)}")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    return given
+
+
+def resolve_preset(preset: str | CompareConfig, overrides: Mapping[str, Any] | None = None) -> CompareConfig:
+    """The preset named ``preset`` (or the config given), with ``overrides`` of ``epochs``,
+    ``train_examples`` or ``test_examples`` applied (``eval_examples``: deprecated name of
+    ``test_examples``). The config given is not modified."""
+    if isinstance(preset, str):
+        try:
+            data = load_preset("compare", preset)
+        except ValueError:
+            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(list_presets())}") from None
+        config = config_from_dict(CompareConfig, {**data, "name": preset}, where=f"compare preset {preset}")
+    elif isinstance(preset, CompareConfig):
+        config = preset
+    else:
+        raise TypeError(f"preset must be a preset name or a CompareConfig, got {type(preset).__name__}")
+    config = dataclasses.replace(config, **_normalize_overrides(overrides))
+    config.validate()
+    return config
+
+
+# --- running phases ------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs (or reuses) the training phases of one comparison folder: the context
+    (:class:`binprune.methods.MethodContext`) every method's phases are built in."""
+
+    def __init__(self, config: CompareConfig, out_dir: Path, train_set: Any, *, device: torch.device,
+                 progress: bool, log: Callable[[str], None]):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.train_set = train_set
+        self.device = device
+        self.progress = progress
+        self.log = log
+        self._small: tuple[float, float] | None = None
+        self._finished: dict[str, tuple[nn.Module, dict]] = {}
+
+    def base_model(self, width_factor: float = 1.0) -> nn.Module:
+        """The comparison's dense architecture (at ``width_factor`` times its widths)."""
+        ds = self.train_set
+        return create_model(self.config.arch, num_classes=ds.num_classes, in_channels=ds.in_channels,
+                            mean=list(ds.mean), std=list(ds.std), width_factor=width_factor, seed=self.config.seed,
+                            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.arch_kwargs.items()})
+
+    def small_width(self) -> tuple[float, float]:
+        """``(width_factor, parameter ratio)`` of the small dense network (about ``small_ratio``)."""
+        if self._small is None:
+            full = count_params(self.base_model())
+            self._small = width_factor_for_ratio(self.base_model, self.config.small_ratio, full)
+        return self._small
+
+    def train_config(self, lr: float) -> TrainConfig:
+        """The trainer's settings of every phase (only the learning rate differs)."""
+        c = self.config
+        return TrainConfig(eps=c.eps, epochs=c.epochs, attack=c.attack, attack_steps=c.attack_steps,
+                           carry_perturbation=c.carry_perturbation, batch_size=c.batch_size, lr=lr,
+                           weight_decay=c.weight_decay, seed=c.seed)
+
+    def run_phase(self, phase: Phase) -> tuple[nn.Module, dict]:
+        """Train ``phase`` (or resume it, or reuse its finished result): ``(model, record)``."""
+        if phase.name in self._finished:
+            return self._finished[phase.name]
+        folder = self.out_dir / "phases" / phase.name
+        final = folder / "final.pt"
+        if final.is_file():
+            record = load_checkpoint(final)["phase"]
+            self.log(f"  phase {phase.name}: done ({record['seconds']:.0f} s), reusing {final}")
+            self._finished[phase.name] = (load_model(final, device=self.device), record)
+            return self._finished[phase.name]
+        self.log(f"  phase {phase.name}: training {self.config.epochs} epoch(s), lr {phase.lr:g}")
+        model = phase.build(phase.start())
+        step_hook = phase.hook(model) if phase.hook is not None else None
+        result = train(model, self.train_set, self.train_config(phase.lr), device=self.device,
+                       progress=self.progress, out_dir=folder, resume=(folder / "last.pt").is_file(),
+                       step_hook=step_hook,
+                       extra_config={"compare_preset": self.config.name, "compare_phase": phase.name})
+        model = result.model
+        details = phase.finish(model, step_hook) if phase.finish is not None else {}
+        facts = result.facts
+        val = facts.get("val_accuracy")
+        record = {"name": phase.name, "seconds": float(facts["seconds"]), "epochs": self.config.epochs,
+                  "lr": phase.lr, "selected_epoch": facts["selected_epoch"],
+                  "val_robust_acc": val.get("pgd") if val else None, "details": details}
+        save_checkpoint(final, model, phase=record)
+        self._finished[phase.name] = (model, record)
+        return model, record
+
+
+# --- data and evaluation -------------------------------------------------------------------------
+
+
+def _data_dir(config: CompareConfig, data_dir: str | os.PathLike | None) -> str | None:
+    folder = data_dir if data_dir is not None else config.data_dir
+    if folder is None and config.dataset in _NEEDS_DATA_DIR:
+        raise ValueError(f"{config.dataset} has no default folder: pass data_dir=... to compare "
+                         f"(binprune compare --data-dir DIR), e.g. torchvision's CIFAR-10 folder or an image-folder "
+                         "tree with train/ and test/")
+    return None if folder is None else str(folder)
+
+
+def _load_data(config: CompareConfig, data_dir: str | None) -> tuple[Any, torch.Tensor, torch.Tensor, dict]:
+    """The training subset (seeded) and the evaluation tensors, plus a description of both."""
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data directory {data_dir} does not exist or is not a folder")
+    train_set = load_dataset(config.dataset, data_dir, split="train")
+    test_set = load_dataset(config.dataset, data_dir, split="test")
+    info: dict[str, Any] = {"dataset": config.dataset,
+                            "data_dir": str(data_dir) if data_dir else getattr(train_set, "source", ""),
+                            "train_total": len(train_set), "test_total": len(test_set)}
+    subset = ExampleView(train_set).random_subset(config.train_examples, config.seed, "compare-train-subset")
+    if subset.indices is not None:
+        train_set = train_set.subset(subset.indices)
+        info["train_selection"] = f"{config.train_examples} examples: a seeded random subset (seed {config.seed})"
+    else:
+        info["train_selection"] = f"all {len(train_set)} training examples"
+    x, y, selected = select_examples(test_set, config.test_examples, config.eval_order, config.seed)
+    info["eval_selection"] = selected["selection"]
+    info["eval_class_counts"] = torch.bincount(y, minlength=test_set.num_classes).tolist()
+    return train_set, x, y, info
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: CompareConfig, device: torch.device,
+              progress: bool) -> EvalReport:
+    return evaluate(model, (x, y), eps=config.eps, attacks=("clean", "pgd", "autoattack"),
+                    pgd_steps=config.test_pgd_steps, seed=config.seed, device=device, progress=progress,
+                    autoattack_options=config.autoattack_options)
+
+
+def _autoattack_warnings(report: EvalReport) -> list[str]:
+    result = report.attacks.get("autoattack")
+    return list(result.details.get("autoattack_warnings", [])) if result is not None else []
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def _attack_text(c: CompareConfig) -> str:
+    return {"fast": f"FGSM with random start (step 1.25 eps){', perturbation carried across epochs' if c.carry_perturbation else ''}",
+            "pgd": f"PGD-{c.attack_steps} (step 2.5 eps/{c.attack_steps}, random start)",
+            "trades": f"TRADES (TPGD-{c.attack_steps})", "none": "none"}[c.attack]
+
+
+def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -> list[str]:
+    notes = [
+        f"Data: {c.dataset}; training on {data['train_selection']}, {c.eps:.4g} Linf budget; the same for every method.",
+        f"Architecture: {c.arch}" + (f" {c.arch_kwargs}" if c.arch_kwargs else "")
+        + f", {full_params:,} parameters in the dense model (the small rows use a narrowed copy).",
+        f"Training: every phase runs {c.epochs} epoch(s) of adversarial training with {_attack_text(c)}, batch "
+        f"{c.batch_size}, SGD momentum 0.9, weight decay {c.weight_decay:g}, cosine schedule, seed {c.seed}; learning "
+        f"rate {c.lr:g} for phases from scratch (dense AT, score training) and {c.finetune_lr:g} for phases that start "
+        "from a trained network (HYDRA fine-tuning, ATMC). Each phase keeps the epoch with the best PGD accuracy on a "
+        "held-out 2% of its training examples.",
+        f"Phase budgets: AT, RST and binprune: {c.epochs} epochs; HYDRA: pre-train {c.epochs} + prune {c.epochs} + "
+        f"fine-tune {c.epochs}; ATMC: pre-train {c.epochs} + ADMM {c.epochs} (penalty {c.atmc_penalty:g} per step, "
+        f"Z/U update every {c.atmc_admm_every} steps). The pre-training of HYDRA and ATMC is the AT (FP) model itself "
+        "(one shared run), and HYDRA's FP and binary rows share their pruning phase; train time sums a method's "
+        "phases, counting shared phases in full for every method that uses them.",
+        f"Evaluation: clean, PGD-{c.test_pgd_steps} (step 2.5 eps/{c.test_pgd_steps}, random start) and AutoAttack "
+        f"standard (APGD-CE, APGD-T, FAB-T, Square) at eps={c.eps:.4g} on {data['eval_selection']} (class counts "
+        f"{data['eval_class_counts']}); accuracies are fractions in [0, 1]."
+        + (f" AutoAttack's budgets were REDUCED ({c.autoattack_options}): not the standard evaluation."
+           if c.autoattack_options else ""),
+        f"Sparsity: fraction of the conv / linear weights that are zero in the evaluated model (target {c.sparsity:g} "
+        "for the pruning methods; the AT rows are unpruned). Stored size: bytes, by the formula of each method in "
+        "docs/BASELINES.md (supermask methods: the packed .bpk file).",
+        "binprune rows: fixed random ±1 weights, learned masks, non-affine batch norms, last batch norm over the "
+        "logits (LBN) unless the row says otherwise; RST: the same with Kaiming-normal weights and uniform allocation.",
+    ]
+    if small is not None:
+        notes.append(
+            f"Small dense network: the same architecture with every width multiplied by {small['width_factor']:g}: "
+            f"{small['params']:,} parameters, {small['params_ratio']:.2%} of the full model's {small['params_full']:,}.")
+    if c.data_note:
+        notes.append(c.data_note)
+    return notes
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "s":
+        return f"{value:.0f}"
+    return str(value)
+
+
+def _markdown(header: dict, rows: Sequence[dict]) -> str:
+    lines = [f"# binprune compare: {header['preset']}", "",
+             "| method | pruning strategy | weights | sparsity | clean | PGD-20 | AutoAttack | stored size (bytes) | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sparsity = f"{r['sparsity']:.4f}"
+        if r.get("params_ratio") is not None:
+            sparsity += f" ({r['params_ratio']:.2%} of full params)"
+        a = r["accuracy"]
+        lines.append(f"| {r['label']} | {r['strategy']} | {r['precision']} | {sparsity} | {_fmt(a.get('clean'), 'acc')} | "
+                     f"{_fmt(a.get('pgd'), 'acc')} | {_fmt(a.get('autoattack'), 'acc')} | "
+                     f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} |")
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in header.get("notes", [])]
+    flagged = [(r["label"], w) for r in rows for w in r.get("autoattack_warnings", [])]
+    if flagged:
+        lines += ["", "AutoAttack's own reliability flags (see its flags_doc.md):", ""]
+        lines += [f"- {label}: {warning}" for label, warning in flagged]
+    pending = header.get("pending_methods") or []
+    if pending:
+        lines += ["", f"Not finished yet: {', '.join(pending)}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[ComparisonRow | Mapping[str, Any]]) -> dict:
+    """Write ``table.json``, ``table.md`` and ``table.png`` into ``out_dir``; returns the table
+    (the content of ``table.json``). ``rows`` are :class:`binprune.results.ComparisonRow` (or
+    their ``to_dict()`` form)."""
+    out = Path(out_dir)
+    plain = [r.to_dict() if isinstance(r, ComparisonRow) else dict(r) for r in rows]
+    table = {**header, "rows": plain, "units": {
+        "accuracy": "fraction of the evaluated examples, in [0, 1]", "stored_bytes": "bytes",
+        "train_seconds": "seconds", "sparsity": "fraction of conv / linear weights that are zero"}}
+    write_json(out / "table.json", table)
+    atomic_write_bytes(out / "table.md", _markdown(header, plain).encode())
+    _bar_chart(plain, out / "table.png", header["preset"])
+    return table
+
+
+def _bar_chart(rows: Sequence[dict], path: Path, title: str) -> None:
+    """Clean / PGD / AutoAttack accuracy per method as horizontal bars (written atomically)."""
+    from matplotlib.figure import Figure
+
+    if not rows:
+        return
+    series = [("clean", "clean"), ("pgd", "PGD-20"), ("autoattack", "AutoAttack")]
+    height = 0.8 / len(series)
+    fig = Figure(figsize=(8, 0.45 * len(rows) * len(series) / 2 + 1.5))
+    ax = fig.subplots()
+    for i, (key, name) in enumerate(series):
+        values = [r["accuracy"].get(key) or 0.0 for r in rows]
+        ax.barh([j + (i - 1) * height for j in range(len(rows))], values, height=height, label=name)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy")
+    ax.set_title(f"binprune compare: {title}")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _check_methods(methods: Sequence[str] | None, config: CompareConfig) -> list[str]:
+    names = list(methods) if methods else list(config.methods or DEFAULT_METHODS)
+    known = list_methods()
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def _check_protocol(path: Path, protocol: dict[str, Any], out: Path) -> None:
+    """Refuse a folder that holds a comparison with other settings (earlier names accepted)."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text()).get("protocol", {})
+    saved = {_LEGACY_PROTOCOL_KEYS.get(k, k): v for k, v in saved.items()}
+    if saved != protocol:
+        diffs = [k for k in sorted(set(protocol) | set(saved)) if protocol.get(k) != saved.get(k)]
+        raise ValueError(f"{out} holds a comparison with different settings ({', '.join(diffs[:6])}): "
+                         "use the same preset and options, or another --out")
+
+
+def _header(config: CompareConfig, runner: Runner, methods: Sequence[Method], data_info: dict,
+            overridden: dict, device: torch.device) -> dict:
+    """The table's header: settings, data, device and notes (the small network described when a
+    method trains it)."""
+    full_params = count_params(runner.base_model())
+    small = None
+    if any(m.uses_small_network for m in methods):
+        factor, ratio = runner.small_width()
+        small = {"width_factor": factor, "params_ratio": ratio, "params": count_params(runner.base_model(factor)),
+                 "params_full": full_params}
+    return {"preset": config.name, "description": config.description, "settings": config.protocol(),
+            "overrides": overridden, "data": data_info, "device": str(device),
+            "notes": _notes(config, data_info, small, full_params)}
+
+
+def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[ComparisonRow], list[str]]:
+    rows, pending = [], []
+    for name in names:
+        path = methods_dir / f"{name}.json"
+        if path.is_file():
+            rows.append(ComparisonRow.from_dict(json.loads(path.read_text())["row"]))
+        else:
+            pending.append(name)
+    return rows, pending
+
+
+def _measure(name: str, method: Method, outcome: Outcome, report: EvalReport, eval_seconds: float) -> ComparisonRow:
+    nonzero, total = weight_counts(outcome.model)
+    return ComparisonRow(
+        method=name, label=method.label, strategy=method.strategy, precision=method.precision,
+        sparsity=weight_sparsity(outcome.model), nonzero_weights=nonzero, total_weights=total,
+        stored_bytes=outcome.size["bytes"], accuracy=dict(report.accuracy),
+        train_seconds=sum(ph["seconds"] for ph in outcome.phases), eval_seconds=eval_seconds,
+        phases=[{"name": ph["name"], "seconds": ph["seconds"], "selected_epoch": ph["selected_epoch"]}
+                for ph in outcome.phases],
+        params_ratio=outcome.extra.get("params_ratio"), autoattack_warnings=_autoattack_warnings(report),
+    )
+
+
+def _run_method(name: str, runner: Runner, x_eval: torch.Tensor, y_eval: torch.Tensor, path: Path) -> None:
+    """Train (or reuse) the phases of method ``name``, evaluate its model, write its result file."""
+    config, log, method = runner.config, runner.log, get_method(name)
+    outcome = method.run(runner)
+    log(f"  evaluating {name} on {len(x_eval)} test images (clean, PGD-{config.test_pgd_steps}, AutoAttack)")
+    t0 = time.perf_counter()
+    report = _evaluate(outcome.model, x_eval, y_eval, config, runner.device, runner.progress)
+    eval_seconds = time.perf_counter() - t0
+    row = _measure(name, method, outcome, report, eval_seconds)
+    write_json(path, {"row": row.to_dict(), "size": outcome.size, "phases": outcome.phases, "extra": outcome.extra,
+                      "evaluation": report.to_dict()})
+    acc = row.accuracy
+    log(f"  {name}: clean {acc['clean']:.4f}, PGD {acc['pgd']:.4f}, AutoAttack {acc['autoattack']:.4f}, "
+        f"{row.stored_bytes:,} bytes, train {row.train_seconds:.0f} s, eval {eval_seconds:.0f} s")
+
+
+def compare(
+    preset: str | CompareConfig,
+    out_dir: str | os.PathLike,
+    *,
+    methods: Sequence[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train and evaluate ``methods`` (default: the preset's) under ``preset``; write the table.
+
+    Args:
+        preset: a name from :func:`list_presets` or a :class:`binprune.config.CompareConfig`.
+        out_dir: the comparison folder; re-running with the same folder skips finished methods
+            and resumes unfinished phases (the settings must be the same).
+        methods: names from :func:`binprune.methods.list_methods` (a user's registered methods
+            included).
+        data_dir: dataset folder (default: the preset's ``data_dir``; CIFAR-10 has no default).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        overrides: ``{"epochs", "train_examples", "test_examples"}`` replacing the preset's values
+            (recorded in the table; ``eval_examples`` is a deprecated name of ``test_examples``).
+        progress: progress bars and per-epoch lines from the trainer and the evaluation.
+        log: receives one line per method / phase.
+
+    Returns:
+        The table (the content of ``table.json``).
+    """
+    changes = _normalize_overrides(overrides)
+    config = resolve_preset(preset, changes)
+    names = _check_methods(methods, config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    dev = resolve_device(device)
+    settings_path = out / "compare.json"
+    _check_protocol(settings_path, config.protocol(), out)
+    train_set, x_eval, y_eval, data_info = _load_data(config, _data_dir(config, data_dir))
+    overridden = {k: getattr(config, k) for k in _OVERRIDABLE if k in changes}
+    write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
+
+    runner = Runner(config, out, train_set, device=dev, progress=progress, log=log)
+    methods_dir = out / "methods"
+    started = time.perf_counter()
+    header = _header(config, runner, [get_method(n) for n in names], data_info, overridden, dev)
+    for i, name in enumerate(names, 1):
+        path = methods_dir / f"{name}.json"
+        if path.is_file():
+            log(f"[{i}/{len(names)}] {name}: finished earlier, skipped")
+            continue
+        log(f"[{i}/{len(names)}] {name}: {get_method(name).label}")
+        _run_method(name, runner, x_eval, y_eval, path)
+        rows, pending = _collect_rows(names, methods_dir)
+        write_table(out, {**header, "pending_methods": pending}, rows)
+
+    rows, pending = _collect_rows(names, methods_dir)
+    header["run_seconds_this_invocation"] = time.perf_counter() - started
+    table = write_table(out, {**header, "pending_methods": pending}, rows)
+    log(f"wrote {out / 'table.md'}, {out / 'table.json'}, {out / 'table.png'}")
+    return table

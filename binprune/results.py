@@ -1,0 +1,183 @@
+"""Typed results shared by training, evaluation, the leaderboard and ``compare``.
+
+One naming scheme everywhere (documented in ``docs/RESULTS.md``):
+
+- accuracies are fractions in [0, 1], keyed by the attack that produced them: ``"clean"``,
+  ``"pgd"``, ``"autoattack"`` (or another registered attack's name);
+- ``n_examples`` is the number of evaluated examples; ``pgd_steps`` the steps of the evaluation
+  PGD; times are seconds (``*_seconds`` / ``time_s`` for the evaluation's own records);
+- every result has ``to_dict()`` giving the plain-JSON form written to files.
+
+The results also behave as read-only mappings of their ``to_dict()`` form (``report["accuracy"]``)
+so code written against the earlier plain dicts keeps working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+__all__ = ["AttackResult", "EvalReport", "TrainResult", "ComparisonRow", "RESULT_UNITS"]
+
+RESULT_UNITS = {
+    "accuracy": "fraction of the evaluated examples, in [0, 1]",
+    "time": "seconds",
+    "eps": "input units (images in [0, 1])",
+    "bytes": "bytes",
+}
+
+
+class _DictView(Mapping):
+    """Read-only mapping access to ``to_dict()`` (for code written against plain dicts)."""
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+@dataclass
+class AttackResult(_DictView):
+    """One attack's outcome on one set of examples.
+
+    ``robust`` holds the per-example flags (``True``: classified correctly and not broken), so
+    paired statistics can be computed later; ``details`` holds the attack's own record (steps,
+    AutoAttack's per-attack breakdown, warnings, ...), in plain JSON types.
+    """
+
+    name: str
+    accuracy: float
+    n_examples: int
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+    robust: Any = None  # torch.BoolTensor of shape (n_examples,), kept out of to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        flags = None
+        if self.robust is not None:
+            flags = [int(v) for v in self.robust.tolist()]
+        return {"accuracy": self.accuracy, "n_examples": self.n_examples, "time_s": round(self.seconds, 3),
+                **self.details, **({"robust_flags": flags} if flags is not None else {})}
+
+
+@dataclass
+class EvalReport(_DictView):
+    """The result of :func:`binprune.evaluate`: one :class:`AttackResult` per attack, and what
+    produced them (settings, data selection, model form, package versions)."""
+
+    attacks: dict[str, AttackResult]
+    settings: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """``{attack name: accuracy}`` in the order the attacks ran."""
+        return {name: result.accuracy for name, result in self.attacks.items()}
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.settings.get("n_examples", 0))
+
+    def merged(self, other: "EvalReport") -> "EvalReport":
+        """This report plus the attacks of ``other``, an evaluation of the same examples (e.g.
+        PGD added to a RobustBench protocol run); settings of ``other`` fill in missing keys."""
+        if other.n_examples != self.n_examples:
+            raise ValueError(f"cannot merge evaluations of {other.n_examples} and {self.n_examples} examples")
+        attacks = dict(self.attacks)
+        attacks.update({k: v for k, v in other.attacks.items() if k not in attacks})
+        settings = {**other.settings, **self.settings,
+                    "attacks": list(dict.fromkeys([*self.settings.get("attacks", []), *other.settings.get("attacks", [])]))}
+        return EvalReport(attacks, settings, dict(self.data), dict(self.model), dict(self.versions),
+                          self.seconds + other.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
+            "settings": dict(self.settings),
+            "data": dict(self.data),
+            "model": dict(self.model),
+            "units": {"accuracy": RESULT_UNITS["accuracy"], "time": RESULT_UNITS["time"], "eps": RESULT_UNITS["eps"]},
+            "versions": dict(self.versions),
+            "time_s": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class TrainResult(_DictView):
+    """What :func:`binprune.train` returns: the trained model (the best validation epoch, else the
+    last), its test evaluation (when test data was given), the per-epoch history and the run's
+    facts (sparsity, times, selected epoch)."""
+
+    model: "nn.Module"
+    test: EvalReport | None
+    history: list[dict[str, Any]]
+    facts: dict[str, Any]
+    out_dir: Path | None = None
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """Test accuracies (``{"clean": ..., "pgd": ...}``); empty without test data."""
+        return self.test.accuracy if self.test is not None else {}
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The content of ``metrics.json`` (same as :meth:`to_dict`)."""
+        return self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.facts)
+        out["accuracy"] = dict(self.accuracy)
+        out["n_examples"] = self.test.n_examples if self.test is not None else None
+        if self.test is not None:
+            out["test_selection"] = self.test.data.get("selection")
+            out["eval_seconds"] = self.test.seconds
+        return out
+
+
+@dataclass
+class ComparisonRow(_DictView):
+    """One row of a ``binprune compare`` table: a method, its model's sparsity and size, and its
+    evaluation."""
+
+    method: str
+    label: str
+    strategy: str
+    precision: str
+    sparsity: float
+    nonzero_weights: int
+    total_weights: int
+    stored_bytes: int
+    accuracy: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    params_ratio: float | None = None
+    autoattack_warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ComparisonRow":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown comparison-row fields {sorted(unknown)}")
+        return cls(**dict(data))

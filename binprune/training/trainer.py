@@ -1,0 +1,415 @@
+"""The training loop: one adversarial step, validation and selection, checkpoints, exact resume.
+
+Reproducibility: the example order of an epoch depends only on (seed, epoch), augmentation and
+the attack's random start only on (seed, epoch, batch), so a run killed at any point and resumed
+from its last checkpoint ends with the same numbers as an uninterrupted one (on the same device
+and thread count). Checkpoints also carry the RNG states, optimizer, schedule position, running
+epoch sums and the per-example perturbation buffer of the carried fast attack.
+
+Distributed: under ``torchrun`` the model is wrapped in ``DistributedDataParallel``
+(``SyncBatchNorm`` on CUDA; PyTorch's SyncBatchNorm has no CPU implementation, so on CPU each
+process normalizes with its own batch statistics), each process reads its shard of every epoch,
+and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torchattacks.attack import Attack
+
+from ..adversary import CarriedFGSM, configure_bn_mode, frozen_batchnorm_stats, make_attack, run_attack, trades_loss
+from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, model_spec, save_checkpoint
+from ..config import TrainConfig
+from ..data import num_batches
+from ..results import EvalReport, TrainResult
+from ..sparsity import sparsity_report
+from ..utils import atomic_write_bytes, stable_seed, write_json
+from ..views import ExampleView, as_view
+from .curves import write_curves
+from .distributed import dist_info
+from .schedule import learning_rate
+
+__all__ = ["StepHook", "Trainer", "TrainerOptions"]
+
+
+class StepHook(Protocol):
+    """Called after every optimizer step (e.g. ATMC's projection). Its state is checkpointed."""
+
+    def __call__(self, model: nn.Module, step: int) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainerOptions:
+    """How a run is carried out, as opposed to what it computes (:class:`TrainConfig`)."""
+
+    def __init__(self, *, out_dir: Path | None, resume: bool, device: torch.device, progress: bool | str,
+                 attack: Attack | None, step_hook: StepHook | None, extra_config: dict[str, Any]):
+        if progress not in (True, False, "epochs"):
+            raise ValueError(f"progress must be True, False or 'epochs', got {progress!r}")
+        self.out_dir, self.resume, self.device, self.progress = out_dir, resume, device, progress
+        self.attack, self.step_hook, self.extra_config = attack, step_hook, extra_config
+
+
+_SUMS = ("loss", "adv_correct", "clean_correct", "clean_seen", "seen")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _bar(total: int, desc: str, enabled: bool, initial: int = 0):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Trains ``model``'s parameters that require gradients on ``train_data`` under ``config``."""
+
+    def __init__(self, model: nn.Module, train_data: Any, test_data: Any, config: TrainConfig,
+                 options: TrainerOptions):
+        self.config, self.options = config, options
+        self.rank, self.world = dist_info()
+        self.device, self.out_dir = options.device, options.out_dir
+        self.progress = options.progress is True and self.rank == 0  # progress bars
+        self.log_epochs = options.progress in (True, "epochs") and self.rank == 0  # one line per epoch
+        self.step_hook = options.step_hook
+        self.model = model.to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
+        self._t0 = time.perf_counter()
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._setup_data(train_data, test_data)
+        self._setup_model()
+        self._setup_attack(options.attack)
+        self.epoch = self.next_batch = self.global_step = 0
+        self.sums = dict.fromkeys(_SUMS, 0.0)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.elapsed = 0.0
+        if options.resume:
+            self._resume()
+
+    # -- setup --
+
+    def _setup_data(self, train_data: Any, test_data: Any) -> None:
+        cfg = self.config
+        full = as_view(train_data, "train_data").random_subset(cfg.train_examples, cfg.seed, "subset")
+        self.train_view, self.val = full.split(cfg.val_fraction, cfg.seed, "val")
+        self.test = as_view(test_data, "test_data") if test_data is not None else None
+        self.augment = cfg.augment or getattr(train_data, "augment", "none")
+        self.per_rank_batch = max(2, cfg.batch_size // self.world)
+        self.steps_per_epoch = num_batches(len(self.train_view), self.per_rank_batch, world_size=self.world,
+                                           drop_last=True)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training split has {len(self.train_view)} examples, fewer than one batch of "
+                             f"{self.per_rank_batch}: lower batch_size")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+    def _setup_model(self) -> None:
+        if self.world > 1 and self.config.carry_perturbation:
+            raise ValueError("carry_perturbation keeps one buffer per process and is not supported with more than one process")
+        self.ddp = None
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        cfg = self.config
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def _setup_attack(self, attack: Attack | None) -> None:
+        cfg = self.config
+        if attack is not None:
+            if getattr(attack, "model", None) is not self.model:
+                raise ValueError("the attack instance must be built on the same model object passed to train()")
+            attack.set_device(self.device)
+            configure_bn_mode(attack, cfg.attack_bn)
+            self.attack = attack
+            return
+        self.attack = make_attack(
+            cfg.attack, self.model, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps, bn_mode=cfg.attack_bn,
+            num_examples=len(self.train_view), example_shape=self.train_view.example_shape(),
+            carry=cfg.carry_perturbation, generator=torch.Generator().manual_seed(stable_seed(cfg.seed, "carry")))
+
+    # -- checkpoints --
+
+    def config_record(self) -> dict[str, Any]:
+        """What the run's result depends on: the config, the caller's extras and the process count."""
+        return {**self.config.record(), **self.options.extra_config, "world_size": self.world}
+
+    def _state(self) -> dict[str, Any]:
+        sums = [dict(self.sums)]
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, dict(self.sums))
+            sums = gathered
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"name": self.config.schedule, "step": self.global_step, "total_steps": self.total_steps},
+            "epoch": self.epoch, "next_batch": self.next_batch, "global_step": self.global_step,
+            "sums_per_rank": sums, "history": self.history, "best": self.best,
+            "elapsed": self.elapsed + (time.perf_counter() - self._t0),
+            "rng": _rng_state(), "config": self.config_record(),
+        }
+        if isinstance(self.attack, CarriedFGSM):
+            state["carry_codes"] = self.attack.codes
+        if self.step_hook is not None:
+            state["step_hook"] = self.step_hook.state_dict()
+        return state
+
+    def _save_last(self) -> None:
+        state = self._state()  # collective when distributed: every rank takes part
+        if self.rank == 0 and self.out_dir is not None:
+            save_checkpoint(self.out_dir / "last.pt", self.model, **state)
+
+    def _check_resumable(self, path: Path, ckpt: dict[str, Any]) -> None:
+        saved, current = ckpt.get("config", {}), self.config_record()
+        diffs = [f"{k}: {saved.get(k)!r} in checkpoint vs {current.get(k)!r} now"
+                 for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+        if diffs:
+            raise CheckpointError(f"{path} was made with a different configuration ({'; '.join(diffs[:6])}); "
+                                  "use the same settings or a new output directory")
+        if ckpt["spec"] != model_spec(self.model):
+            raise CheckpointError(f"{path} holds a different model (spec {ckpt['spec']}) than the one given")
+
+    def _resume(self) -> None:
+        path = self.out_dir / "last.pt" if self.out_dir is not None else None
+        if path is None:
+            raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+        if not path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {path} does not exist (run without --resume to start)")
+        ckpt = load_checkpoint(path)
+        self._check_resumable(path, ckpt)
+        load_state_dict_strict(self.model, ckpt["model"], source=f"checkpoint {path}")
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: optimizer state does not match the model's trainable parameters ({exc})") from exc
+        self.epoch, self.next_batch, self.global_step = ckpt["epoch"], ckpt["next_batch"], ckpt["global_step"]
+        sums = ckpt["sums_per_rank"]
+        self.sums = dict(sums[self.rank] if self.rank < len(sums) else dict.fromkeys(_SUMS, 0.0))
+        self.history, self.best, self.elapsed = list(ckpt["history"]), ckpt["best"], float(ckpt["elapsed"])
+        if isinstance(self.attack, CarriedFGSM):
+            self.attack.codes = ckpt["carry_codes"].clone()
+        if self.step_hook is not None and "step_hook" in ckpt:
+            self.step_hook.load_state_dict(ckpt["step_hook"])
+        _set_rng_state(ckpt["rng"])
+
+    # -- one step --
+
+    def _adversarial_examples(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.attack is None:
+            return x
+        if isinstance(self.attack, CarriedFGSM):
+            return run_attack(self.attack, self.model, x, y, idx, bn_mode=self.config.attack_bn)
+        return run_attack(self.attack, self.model, x, y, bn_mode=self.config.attack_bn)
+
+    def _loss(self, forward: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+              batch: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``(loss, adversarial logits, clean correct, clean seen)`` of one batch."""
+        cfg = self.config
+        if cfg.attack == "trades":
+            logits_clean = forward(x)
+            logits_adv = forward(x_adv)
+            loss = trades_loss(logits_clean, logits_adv, y, cfg.trades_beta)
+            return loss, logits_adv, int((logits_clean.argmax(1) == y).sum()), len(y)
+        logits_adv = forward(x_adv)
+        loss = F.cross_entropy(logits_adv, y)
+        clean_correct = clean_seen = 0
+        if batch % cfg.clean_acc_every == 0:
+            with torch.no_grad(), frozen_batchnorm_stats(self.model):
+                clean_correct = int((self.model(x).argmax(1) == y).sum())
+            clean_seen = len(y)
+        return loss, logits_adv, clean_correct, clean_seen
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch: int) -> None:
+        cfg = self.config
+        torch.manual_seed(stable_seed(cfg.seed, "step", self.epoch, batch, self.rank))
+        lr = learning_rate(cfg, self.global_step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.model.train()
+        x_adv = self._adversarial_examples(x, y, idx)
+        self.model.train()
+        forward = self.ddp if self.ddp is not None else self.model
+        loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.global_step += 1
+        if self.step_hook is not None:
+            self.step_hook(self.model, self.global_step)
+        s = self.sums
+        s["loss"] += float(loss.detach()) * len(y)
+        s["adv_correct"] += int((logits_adv.detach().argmax(1) == y).sum())
+        s["clean_correct"] += clean_correct
+        s["clean_seen"] += clean_seen
+        s["seen"] += len(y)
+
+    # -- evaluation --
+
+    def _evaluate(self, view: ExampleView, steps: int, n: int | None = None, purpose: str = "") -> EvalReport:
+        """Clean and PGD-``steps`` accuracy (eval mode) of the first ``n`` examples (classes
+        interleaved when the data is stored by class) through :func:`binprune.evaluate`."""
+        from ..evaluation import evaluate
+
+        attacks = ("clean", "pgd") if self.config.eps > 0 else ("clean",)
+        n = None if n is None or n >= len(view) else n
+        return evaluate(self.model, view.tensors(), eps=self.config.eps, attacks=attacks, pgd_steps=steps,
+                        n_examples=n, seed=stable_seed(self.config.seed, purpose), device=self.device, fast=False,
+                        progress=self.progress and purpose == "test")
+
+    @staticmethod
+    def _clean_and_robust(report: EvalReport) -> dict[str, float]:
+        acc = report.accuracy
+        return {"clean": acc["clean"], "pgd": acc.get("pgd", acc["clean"])}
+
+    # -- the loop --
+
+    def run(self) -> TrainResult:
+        """Train the remaining epochs, then select the best validation state and test it."""
+        self._t0 = time.perf_counter()
+        if self.rank == 0 and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / "config.json", self.config_record())
+        while self.epoch < self.config.epochs:
+            self._run_epoch()
+        return self._finish()
+
+    def _run_epoch(self) -> None:
+        cfg = self.config
+        bar = _bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress, initial=self.next_batch)
+        t_epoch, seen_at_start = time.perf_counter(), self.sums["seen"]
+        batches = self.train_view.batches(self.per_rank_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+                                          rank=self.rank, world_size=self.world, drop_last=True,
+                                          start_batch=self.next_batch, augment=self.augment)
+        for x, y, idx in batches:
+            self._train_step(x, y, idx, self.next_batch)
+            self.next_batch += 1
+            if bar is not None:
+                s = self.sums
+                rate = (s["seen"] - seen_at_start) * self.world / max(time.perf_counter() - t_epoch, 1e-9)
+                bar.set_postfix(loss=f"{s['loss'] / s['seen']:.3f}", adv=f"{s['adv_correct'] / s['seen']:.3f}",
+                                clean=f"{s['clean_correct'] / max(s['clean_seen'], 1):.3f}", img_s=f"{rate:.0f}")
+                bar.update(1)
+            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
+                    and self.next_batch < self.steps_per_epoch:
+                self._save_last()
+        if bar is not None:
+            bar.close()
+        self._end_epoch(time.perf_counter() - t_epoch, (self.sums["seen"] - seen_at_start) * self.world)
+
+    def _epoch_sums(self) -> dict[str, float]:
+        sums = dict(self.sums)
+        if self.world > 1:
+            t = torch.tensor([sums[k] for k in _SUMS], dtype=torch.float64)
+            dist.all_reduce(t)
+            sums = dict(zip(_SUMS, t.tolist()))
+        return sums
+
+    def _validate(self, record: dict[str, Any]) -> None:
+        """Validation accuracies into ``record``; keep the best state (by PGD, else clean accuracy)."""
+        cfg = self.config
+        val = self._clean_and_robust(self._evaluate(self.val, cfg.effective_val_pgd_steps, purpose="validation"))
+        record["val_accuracy"] = val
+        score = val["pgd"] if cfg.eps > 0 else val["clean"]
+        if self.best is None or score > self.best["score"]:
+            self.best = {"epoch": self.epoch + 1, "score": score, "val_accuracy": val}
+            if self.rank == 0 and self.out_dir is not None:
+                save_checkpoint(self.out_dir / "best.pt", self.model, epoch=self.epoch + 1, best=self.best,
+                                config=self.config_record())
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _end_epoch(self, seconds: float, images_timed: float) -> None:
+        """Log, validate, select, checkpoint. ``seconds`` and ``images_timed`` cover the part of the
+        epoch run by this process (after a resume, not the part done before the interruption)."""
+        sums = self._epoch_sums()
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "lr": learning_rate(self.config, self.global_step - 1, self.total_steps),
+            "train_loss": sums["loss"] / max(sums["seen"], 1),
+            "train_accuracy": {
+                "adversarial": sums["adv_correct"] / max(sums["seen"], 1),
+                "clean": sums["clean_correct"] / sums["clean_seen"] if sums["clean_seen"] else None,
+            },
+            "seconds": seconds,
+            "images_per_second": images_timed / seconds if seconds > 0 else None,
+        }
+        if self.val is not None:
+            self._validate(record)
+        self.history.append(record)
+        self.epoch += 1
+        self.next_batch = 0
+        self.sums = dict.fromkeys(_SUMS, 0.0)
+        if self.rank == 0 and self.out_dir is not None:
+            lines = "".join(json.dumps(r) + "\n" for r in self.history)
+            atomic_write_bytes(self.out_dir / "metrics.jsonl", lines.encode())
+        self._save_last()
+        if self.log_epochs:
+            val = record.get("val_accuracy")
+            val_text = f", val clean {val['clean']:.3f} robust {val['pgd']:.3f}" if val is not None else ""
+            print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, "
+                  f"adv acc {record['train_accuracy']['adversarial']:.3f}{val_text}", flush=True)
+
+    def _restore_best(self) -> None:
+        if self.best is None:
+            return
+        best_state = self._best_state
+        if best_state is None and self.out_dir is not None and (self.out_dir / "best.pt").is_file():
+            best_state = load_checkpoint(self.out_dir / "best.pt")["model"]
+        if best_state is not None:
+            load_state_dict_strict(self.model, best_state, source="best checkpoint")
+
+    def _facts(self) -> dict[str, Any]:
+        cfg = self.config
+        report = sparsity_report(self.model)
+        return {
+            "test_attack": f"PGD-{cfg.test_pgd_steps} (Linf, eps={cfg.eps}, step 2.5*eps/{cfg.test_pgd_steps}, "
+                           "random start)",
+            "attack": cfg.attack, "eps": cfg.eps,
+            "sparsity": report.sparsity, "kept_params": report.kept_params, "total_params": report.total_params,
+            "epochs": cfg.epochs, "seconds": self.elapsed + (time.perf_counter() - self._t0), "seed": cfg.seed,
+            "selected_epoch": self.best["epoch"] if self.best else cfg.epochs,
+            "val_accuracy": self.best["val_accuracy"] if self.best else None,
+            "config": self.config_record(),
+        }
+
+    def _finish(self) -> TrainResult:
+        self._restore_best()
+        facts = self._facts()
+        test = None
+        if self.test is not None and self.rank == 0:
+            test = self._evaluate(self.test, self.config.test_pgd_steps, n=self.config.test_examples, purpose="test")
+        result = TrainResult(self.model, test, list(self.history), facts, self.out_dir)
+        if self.rank == 0 and self.out_dir is not None:
+            write_json(self.out_dir / "metrics.json", result.to_dict())
+            write_curves(self.history, self.out_dir / "curves.png")
+        if self.world > 1:
+            dist.barrier()
+        return result
