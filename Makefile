@@ -1,5 +1,5 @@
 # The two commands of the README: `make quickstart` and `make test`. Each installs what it needs.
-.PHONY: quickstart test install
+.PHONY: quickstart test test-fast install
 
 install:
 	@./scripts/bootstrap.sh
@@ -10,3 +10,7 @@ quickstart: install
 
 test: install
 	.venv/bin/python -m pytest -q tests
+
+# The tests not marked slow (a quick check while editing; `make test` runs everything).
+test-fast: install
+	.venv/bin/python -m pytest -q -m "not slow" tests

@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     # convert -> allocate
     "Normalize": "models", "create_model": "models", "list_models": "models", "register_model": "models",
     "Subnetwork": "convert", "convert_to_binary_supermask": "convert", "finalize": "convert",
+    "allow_type": "convert",
     "GlobalBudget": "supermask", "TopKMask": "supermask", "apply_mask": "supermask",
     "masked_tensors": "supermask", "topk_mask": "supermask",
     "SparsitySchedule": "sparsity", "allocate_keep_counts": "sparsity", "allocate_keep_ratios": "sparsity",
@@ -33,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     # data
     "ImageTensorDataset": "data", "load_dataset": "data", "ExampleView": "views",
     # train
-    "train": "training", "StepHook": "training",
+    "train": "training", "StepHook": "training", "SparsityScheduleHook": "training",
     # evaluate
     "evaluate": "evaluation", "robust_accuracy_from_autoattack": "evaluation", "run_autoattack": "evaluation",
     "sanity_checks": "evaluation", "register_attack": "evaluation", "register_check": "evaluation",

@@ -33,7 +33,7 @@ __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "EvalConfig", "SanityConfig", "CompareConfig",
     "load_yaml", "dump_yaml", "config_from_dict", "config_to_dict", "list_presets", "load_preset",
     "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS", "WEIGHT_INITS",
-    "NORMS", "EVAL_ATTACKS", "PRESET_DIR",
+    "NORMS", "EVAL_ATTACKS", "PRESET_DIR", "check_linf_eps",
 ]
 
 # --- names of choices (implemented elsewhere, named once here) -----------------------------------
@@ -82,6 +82,13 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_linf_eps(eps: float, name: str = "eps") -> None:
+    """Refuse an L-inf budget above 1: images are in [0, 1], so it was meant in 0-255 units."""
+    if _is_number(eps) and eps > 1:
+        _fail(f"{name} {eps:g} is above 1, but images are in [0, 1] (L-inf budgets are in pixel units): did you "
+              f"mean {eps:g}/255 = {eps / 255:.4g}? (the command line accepts --eps {eps:g}/255)")
 
 
 def _check_optional_positive_ints(config: Any, names: tuple[str, ...]) -> None:
@@ -173,6 +180,8 @@ class TrainConfig:
     train_examples: int | None = setting(None, "use only N training examples (a seeded random subset)", kind="int+")
     checkpoint_every: int = setting(0, "also checkpoint every N optimizer steps (0: once per epoch)", kind="int0",
                                     neutral=True)
+    checkpoint_seconds: float = setting(0.0, "also checkpoint about every this many seconds, N steps apart with N "
+                                             "from the measured step time (0: off)", kind="float0", neutral=True)
 
     def validate(self) -> None:
         if self.eps is None:
@@ -182,6 +191,7 @@ class TrainConfig:
         _check_choice("attack", self.attack, TRAIN_ATTACKS)
         if not _is_number(self.eps) or self.eps < 0:
             _fail(f"eps must be a number >= 0, got {self.eps!r}")
+        check_linf_eps(self.eps)
         if self.alpha is not None and not (_is_number(self.alpha) and self.alpha > 0):
             _fail(f"alpha must be > 0, got {self.alpha}")
         if not _is_int(self.epochs) or self.epochs < 1:
@@ -214,6 +224,8 @@ class TrainConfig:
                 _fail(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
             _fail(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        if not _is_number(self.checkpoint_seconds) or self.checkpoint_seconds < 0:
+            _fail(f"checkpoint_seconds must be a number >= 0, got {self.checkpoint_seconds!r}")
 
     @property
     def effective_val_pgd_steps(self) -> int:
@@ -284,7 +296,14 @@ class SanityConfig:
                                      kind="int+", flag="--sanity-examples")
     steps_factor: int = setting(5, "more_steps check: this many times the PGD steps", kind="int+",
                                 flag="--sanity-steps-factor")
-    restarts: int = setting(5, "more_restarts check: PGD restarts", kind="int+", flag="--sanity-restarts")
+    restarts: int = setting(5, "restarts_consistent check: new PGD runs from other random starts", kind="int+",
+                            flag="--sanity-restarts")
+    restarts_margin: float = setting(0.02, "restarts_consistent check: accuracy drop allowed", kind="fraction",
+                                     cli=False)
+    gradient_min_share: float = setting(0.95, "input_gradients check: share of examples with finite, non-zero "
+                                              "input gradients required", kind="fraction", cli=False)
+    transfer_margin: float = setting(0.01, "transfer check: share of extra breaks allowed", kind="fraction",
+                                     cli=False)
     eps_multipliers: tuple = setting(None, "eps sweep, as multiples of eps", kind="list", cli=False,
                                      default_factory=lambda: (0.0, 0.25, 0.5, 1.0, 2.0, 4.0))
     large_eps: float | None = setting(None, "budget of the large-eps check (default: 0.5 Linf, 0.5*sqrt(d) L2)",
@@ -348,6 +367,7 @@ class CompareConfig:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("attack", self.attack, TRAIN_ATTACKS)
         _check_choice("eval_order", self.eval_order, ("first", "permutation"))
+        check_linf_eps(self.eps)
         for name in ("epochs", "test_examples", "attack_steps", "batch_size", "test_pgd_steps", "atmc_admm_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 _fail(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")

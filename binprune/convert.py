@@ -6,11 +6,21 @@ weight-bearing layer by a fixed random tensor masked by learnable scores
 makes batch norms non-affine, and appends the last batch norm over the logits (LBN).
 :func:`finalize` is the inverse step (like ``torch.ao.pruning``'s ``squash_mask``): plain layers
 holding ``w * mask``.
+
+The conversion settings travel with the model (its spec) into checkpoints and packed files, and
+are read back from them. Excluded layer types are stored by name; reading one back resolves it
+only among the classes of :data:`TYPE_PACKAGES` and those registered with :func:`allow_type`, so
+a file can never make binprune import a module of its choosing.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import math
+import numbers
+import sys
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -20,9 +30,10 @@ from .init import WEIGHT_INITS, fan_in, fixed_bias, fixed_weight
 from .sparsity import ALLOCATIONS, check_sparsity, allocate_keep_counts
 from .supermask import GlobalBudget, apply_mask, masked_tensors
 from .spec import attach_spec, find_spec, register_transform
-from .utils import generator_for
+from .utils import check_seed, generator_for
 
-__all__ = ["Subnetwork", "convert_to_binary_supermask", "finalize", "MASKABLE_LAYERS", "BN_MODES"]
+__all__ = ["Subnetwork", "convert_to_binary_supermask", "finalize", "allow_type", "MASKABLE_LAYERS", "BN_MODES",
+           "TYPE_PACKAGES"]
 
 #: Layer types whose ``weight`` is masked (subclasses included).
 MASKABLE_LAYERS: tuple[type[nn.Module], ...] = (
@@ -83,30 +94,104 @@ def _is_excluded(name: str, module: nn.Module, exclude: Sequence[Any]) -> bool:
     return False
 
 
-def _type_from_name(text: str) -> type:
-    """Resolve ``"type:package.module.Class"`` (how configs store excluded types)."""
-    import importlib
+#: Packages whose classes a file (checkpoint, packed file, config) may name in ``exclude`` as
+#: ``"type:package.module.Class"``; looking such a class up imports that package's module, where
+#: installed. Any other class must be registered in code with :func:`allow_type`.
+TYPE_PACKAGES: tuple[str, ...] = ("torch.nn", "torchvision", "timm", "robustbench", "binprune")
 
-    path = text[len("type:"):]
-    module_name, _, qualname = path.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module_name), qualname)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"exclude names type {path!r}, which cannot be imported") from exc
-    return obj
+_ALLOWED_TYPES: dict[str, type] = {}  # "type:module.Qualname" -> class registered in code
 
 
 def _type_name(cls: type) -> str:
     return f"type:{cls.__module__}.{cls.__qualname__}"
 
 
+def allow_type(cls: type) -> type:
+    """Let files name ``cls`` (an ``nn.Module`` subclass) in ``exclude``; returns ``cls``, so it
+    also works as a class decorator.
+
+    A checkpoint or packed file stores excluded types by name (``"type:mypkg.blocks.Block"``).
+    Loading resolves such a name only for classes of :data:`TYPE_PACKAGES` and classes registered
+    here, and never imports a module because a file names it (a module on ``sys.path`` would run
+    its code). A class passed itself in ``exclude=`` is registered automatically.
+
+    Example:
+        >>> from mypkg.blocks import Block
+        >>> binprune.convert.allow_type(Block)
+        >>> net = binprune.load_model("runs/x/best.pt")   # its spec excludes "type:mypkg.blocks.Block"
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"allow_type takes an nn.Module subclass, got {cls!r}")
+    _ALLOWED_TYPES[_type_name(cls)] = cls
+    return cls
+
+
+def _refuse_type(path: str, reason: str) -> ValueError:
+    short = path.rpartition(".")[2] or path
+    return ValueError(
+        f"exclude names the type {path!r}, {reason} (types are looked up by name only in "
+        f"{', '.join(TYPE_PACKAGES)}): import the class and call binprune.convert.allow_type({short}) first "
+        "(or pass the class itself in exclude=)")
+
+
+def _import_class(path: str, package: str) -> Any:
+    """The object at dotted ``path`` inside ``package``: the longest importable module prefix
+    (never shorter than the package), then attributes."""
+    parts = path.split(".")
+    if package == "robustbench" and "robustbench" not in sys.modules:
+        from .compat import import_robustbench
+
+        import_robustbench()  # robustbench imports only with binprune's packaging fixes
+    for cut in range(len(parts) - 1, len(package.split(".")) - 1, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # not a module: the name goes on with attributes
+            raise
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
+def _type_from_name(text: str) -> type:
+    """Resolve ``"type:package.module.Class"`` (how specs and configs store excluded types)
+    through the allow-list: registered types, then classes of :data:`TYPE_PACKAGES`."""
+    path = text[len("type:"):]
+    if text in _ALLOWED_TYPES:
+        return _ALLOWED_TYPES[text]
+    package = next((p for p in TYPE_PACKAGES if path.startswith(p + ".")), None)
+    if package is None:
+        raise _refuse_type(path, "which is not registered and nothing is imported because a file names it")
+    parts = path.split(".")
+    if not all(p.isidentifier() and not p.startswith("__") for p in parts):
+        raise _refuse_type(path, "which is not a plain dotted class name")
+    top = package.split(".")[0]
+    if top not in sys.modules and importlib.util.find_spec(top) is None:
+        raise _refuse_type(path, f"but {top} is not installed")
+    try:
+        obj = _import_class(path, package)
+    except Exception as exc:  # an installed package that fails to import (missing dependency)
+        raise _refuse_type(path, f"which cannot be imported ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise _refuse_type(path, "which is not an nn.Module class")
+    return obj
+
+
 def _check_exclude(model: nn.Module, exclude: Iterable[Any]) -> tuple[Any, ...]:
+    """Resolve ``exclude`` to module names and types; a type given in code is registered with
+    :func:`allow_type`, so the spec that records it by name loads again in this process."""
+    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
+        raise TypeError(f"exclude takes a list of module names or nn.Module types, got {exclude!r}")
     exclude = tuple(_type_from_name(e) if isinstance(e, str) and e.startswith("type:") else e for e in exclude)
     names = {n for n, _ in model.named_modules()}
     for item in exclude:
         if isinstance(item, type):
             if not issubclass(item, nn.Module):
                 raise TypeError(f"exclude holds {item.__name__}, which is not an nn.Module type")
+            allow_type(item)
         elif isinstance(item, str):
             if item not in names:
                 close = sorted(n for n in names if item.split(".")[-1] in n)[:5]
@@ -170,6 +255,137 @@ def _replace_batchnorms(model: nn.Module) -> None:
                 setattr(parent, child_name, new)
 
 
+def _check_settings(sparsity: float, allocation: str, p: float, init: str, bn: str, score_init_scale: float,
+                    seed: int, num_classes: int | None) -> tuple[float, int]:
+    """Validate the plain settings; returns ``(sparsity, seed)`` as float and int."""
+    sparsity = check_sparsity(sparsity)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p < 0:
+        raise ValueError(f"p must be a finite number >= 0, got {p!r}")
+    if init not in WEIGHT_INITS:
+        raise ValueError(f"unknown init {init!r}: choose one of {', '.join(WEIGHT_INITS)}")
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown bn mode {bn!r}: choose one of {', '.join(BN_MODES)}")
+    if not (isinstance(score_init_scale, (int, float)) and score_init_scale > 0):
+        raise ValueError(f"score_init_scale must be > 0, got {score_init_scale!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer (the size of the logits), got {num_classes!r}")
+    return sparsity, check_seed(seed)
+
+
+def _check_model(model: nn.Module) -> None:
+    """Refuse what cannot be converted faithfully: not a module, already converted, or holding
+    tensors without values (meta device)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if any(True for _ in masked_tensors(model)):
+        raise ValueError("the model is already a supermask model: convert the original model instead")
+    meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ValueError(
+            f"the model has tensors on the meta device ({', '.join(meta[:3])}{' ...' if len(meta) > 3 else ''}), "
+            "which hold no values: materialize it first (e.g. model.to_empty(device='cpu') and load its weights)")
+
+
+def _storage_key(tensor: torch.Tensor | None) -> tuple | None:
+    """What identifies a tensor's memory (views and aliases share it); ``None`` when it has none."""
+    if tensor is None or tensor.numel() == 0 or tensor.layout != torch.strided:
+        return None
+    return (tensor.device, tensor.untyped_storage().data_ptr())
+
+
+def _tensor_places(model: nn.Module) -> dict[tuple, list[str]]:
+    """The qualified names of every parameter and buffer, grouped by the memory they use (a
+    module reused at several places counts once)."""
+    places: dict[tuple, list[str]] = {}
+    for module_name, module in model.named_modules():
+        for attr, tensor in list(module._parameters.items()) + list(module._buffers.items()):
+            key = _storage_key(tensor)
+            if key is not None:
+                places.setdefault(key, []).append(f"{module_name}.{attr}" if module_name else attr)
+    return places
+
+
+def _check_targets(model: nn.Module, targets: Sequence[tuple[str, nn.Module, str, str | None]]) -> torch.dtype:
+    """Refuse tied tensors and mixed or non-float dtypes among the masked tensors; return their dtype.
+
+    A tensor that a masked layer shares with another place (two layers holding one Parameter, a
+    classifier tied to an embedding) would be overwritten by the fixed random weight and masked
+    twice: binprune refuses it instead of silently breaking the tie. (A module reused at several
+    places of the model is converted once and stays shared.)
+    """
+    places = _tensor_places(model)
+    dtypes: dict[torch.dtype, str] = {}
+    for module_name, module, weight_name, bias_name in targets:
+        for attr in (weight_name, bias_name):
+            shared = places.get(_storage_key(getattr(module, attr) if attr is not None else None), [])
+            if len(shared) > 1:
+                names = " and ".join(shared[:3])
+                raise ValueError(
+                    f"{names} are the same tensor (tied weights): binprune would overwrite it with a fixed random "
+                    "weight and mask it twice; untie it (give each layer its own nn.Parameter, e.g. "
+                    "layer.weight = nn.Parameter(layer.weight.detach().clone())) or leave the layers dense "
+                    "with exclude=[...]")
+        weight = getattr(module, weight_name)
+        dtypes.setdefault(weight.dtype, f"{module_name}.{weight_name}" if module_name else weight_name)
+    bad = [f"{n} ({d})" for d, n in dtypes.items() if not d.is_floating_point]
+    if bad or len(dtypes) > 1:
+        found = ", ".join(bad or [f"{n} ({d})" for d, n in dtypes.items()])
+        raise ValueError(f"the weights to mask must share one floating dtype, got {found}: cast the model "
+                         "(e.g. model.float()) before converting")
+    return next(iter(dtypes))
+
+
+def _keep_counts(sizes: list[int], sparsity: float, allocation: str, p: float) -> tuple[list[int], GlobalBudget | None]:
+    if allocation == "global":
+        total_keep = max(1, round((1.0 - sparsity) * sum(sizes)))
+        counts = [max(1, round((1.0 - sparsity) * n)) for n in sizes]  # replaced at first use
+        return counts, GlobalBudget(total_keep)
+    return allocate_keep_counts(sizes, sparsity, p, allocation), None
+
+
+def _convert_layers(targets: Sequence[tuple[str, nn.Module, str, str | None]], counts: Sequence[int], *,
+                    budget: GlobalBudget | None, init: str, seed: int, score_init_scale: float) -> None:
+    """Give every target its fixed weight (drawn from ``(seed, name)``), its scores and mask, and
+    its fixed bias, in the targets' own dtype and device."""
+    for (module_name, module, weight_name, bias_name), count in zip(targets, counts):
+        name = f"{module_name}.{weight_name}" if module_name else weight_name
+        original = getattr(module, weight_name)
+        fan = fan_in(original)
+        weight = fixed_weight(
+            original.shape, init=init, seed=seed, name=name, keep_ratio=count / original.numel(), fan_in_count=fan
+        ).to(device=original.device, dtype=original.dtype)
+        with torch.no_grad():
+            original.copy_(weight)
+        gen = generator_for("scores", seed, name)
+        scores = torch.empty(original.shape, dtype=torch.float32).uniform_(
+            -score_init_scale, score_init_scale, generator=gen
+        )
+        apply_mask(module, weight_name, scores=scores, keep_count=count, budget=budget)
+        if bias_name is not None:
+            old = getattr(module, bias_name)
+            bias_key = f"{module_name}.{bias_name}" if module_name else bias_name
+            value = fixed_bias(old.shape, init=init, seed=seed, name=bias_key, fan_in_count=fan)
+            delattr(module, bias_name)
+            module.register_buffer(bias_name, value.to(device=old.device, dtype=old.dtype))
+
+
+def _finish_network(network: nn.Module, *, bn: str, num_classes: int | None, dtype: torch.dtype) -> nn.Module | None:
+    """Batch norms (``bn`` mode), everything but the scores frozen; returns the last batch norm
+    over ``num_classes`` logits in the network's dtype and device (``None`` without LBN)."""
+    if bn == "non_affine":
+        _replace_batchnorms(network)
+    for param_name, param in network.named_parameters():
+        if not param_name.endswith(".scores"):
+            param.requires_grad_(False)
+    if num_classes is None:
+        return None
+    device = next((t.device for t in network.buffers()), torch.device("cpu"))
+    return nn.BatchNorm1d(int(num_classes), affine=False).to(device=device, dtype=dtype)
+
+
 def convert_to_binary_supermask(
     model: nn.Module,
     *,
@@ -192,7 +408,13 @@ def convert_to_binary_supermask(
     score per weight; its effective weight is ``w * mask`` with the exact per-layer top-k of
     ``|score|``. Everything except the scores is frozen (``requires_grad=False``); other dense
     tensors (norm affine parameters, embeddings, excluded layers) are kept and listed by
-    :func:`binprune.sparsity_report`.
+    :func:`binprune.sparsity_report`. Weights, scores, biases and the last batch norm take the
+    dtype of the model's weights (float32, float64, float16 or bfloat16; one dtype for all).
+
+    Refused with a one-line ``ValueError``: tied weights (one tensor used by a masked layer and
+    another place: untie them or exclude the layers), models on the meta device, masked weights
+    of mixed or non-float dtypes, and invalid settings (``seed`` must be an integer,
+    ``num_classes`` a positive integer).
 
     Args:
         model: any ``nn.Module``; it is not modified.
@@ -204,9 +426,12 @@ def convert_to_binary_supermask(
         last_bn: append a non-affine ``BatchNorm1d`` over the logits (LBN).
         bn: ``"non_affine"`` replaces affine batch norms by non-affine ones (running statistics
             kept); ``"keep"`` leaves them (their affine parameters frozen).
-        exclude: module names (a name excludes its submodules too) or module types to leave dense
-            (a type can also be given as ``"type:torch.nn.Linear"``, which is how configs store it).
-        seed: seed of the weights and initial scores.
+        exclude: module names (a name excludes its submodules too) or module types to leave dense.
+            Types are stored by name (``"type:torch.nn.Linear"``, also accepted here); a file
+            naming a type outside torch.nn, torchvision, timm, robustbench and binprune loads only
+            once the class is registered with :func:`allow_type` (nothing is imported because a
+            file names it).
+        seed: integer seed of the weights and initial scores.
         score_init_scale: scores start uniform in (-a, a) with this ``a``.
         num_classes: size of the logits for the last batch norm; by default the output size of
             the last Linear/Conv layer.
@@ -215,68 +440,22 @@ def convert_to_binary_supermask(
         >>> net = binprune.convert_to_binary_supermask(torchvision.models.resnet18(), sparsity=0.99)
         >>> print(binprune.sparsity_report(net).table())
     """
-    sparsity = check_sparsity(sparsity)
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
-    if init not in WEIGHT_INITS:
-        raise ValueError(f"unknown init {init!r}: choose one of {', '.join(WEIGHT_INITS)}")
-    if bn not in BN_MODES:
-        raise ValueError(f"unknown bn mode {bn!r}: choose one of {', '.join(BN_MODES)}")
-    if not (isinstance(score_init_scale, (int, float)) and score_init_scale > 0):
-        raise ValueError(f"score_init_scale must be > 0, got {score_init_scale!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    if any(True for _ in masked_tensors(model)):
-        raise ValueError("the model is already a supermask model: convert the original model instead")
+    sparsity, seed = _check_settings(sparsity, allocation, p, init, bn, score_init_scale, seed, num_classes)
+    _check_model(model)
     exclude = _check_exclude(model, exclude)
 
     network = copy.deepcopy(model)
     targets = _mask_targets(network, exclude)
     if not targets:
         raise ValueError("the model has no Conv, Linear or MultiheadAttention weight to convert (after exclude)")
+    dtype = _check_targets(network, targets)
     if last_bn and num_classes is None:
         num_classes = _infer_num_classes(network)
 
-    sizes = [getattr(m, w).numel() for _, m, w, _ in targets]
-    budget = None
-    if allocation == "global":
-        total_keep = max(1, round((1.0 - sparsity) * sum(sizes)))
-        budget = GlobalBudget(total_keep)
-        counts = [max(1, round((1.0 - sparsity) * n)) for n in sizes]  # replaced at first use
-    else:
-        counts = allocate_keep_counts(sizes, sparsity, p, allocation)
+    counts, budget = _keep_counts([getattr(m, w).numel() for _, m, w, _ in targets], sparsity, allocation, p)
+    _convert_layers(targets, counts, budget=budget, init=init, seed=seed, score_init_scale=score_init_scale)
 
-    for (module_name, module, weight_name, bias_name), count in zip(targets, counts):
-        name = f"{module_name}.{weight_name}" if module_name else weight_name
-        original = getattr(module, weight_name)
-        fan = fan_in(original)
-        weight = fixed_weight(
-            original.shape, init=init, seed=seed, name=name, keep_ratio=count / original.numel(), fan_in_count=fan
-        ).to(device=original.device, dtype=original.dtype)
-        with torch.no_grad():
-            original.copy_(weight)
-        gen = generator_for("scores", seed, name)
-        scores = torch.empty(original.shape, dtype=torch.float32).uniform_(
-            -score_init_scale, score_init_scale, generator=gen
-        )
-        apply_mask(module, weight_name, scores=scores, keep_count=count, budget=budget)
-        if bias_name is not None:
-            old = getattr(module, bias_name)
-            bias_key = f"{module_name}.{bias_name}" if module_name else bias_name
-            value = fixed_bias(old.shape, init=init, seed=seed, name=bias_key, fan_in_count=fan)
-            delattr(module, bias_name)
-            module.register_buffer(bias_name, value.to(device=old.device, dtype=old.dtype))
-
-    if bn == "non_affine":
-        _replace_batchnorms(network)
-    for param_name, param in network.named_parameters():
-        if not param_name.endswith(".scores"):
-            param.requires_grad_(False)
-
-    lbn = None
-    if last_bn:
-        device = next((t.device for t in network.buffers()), torch.device("cpu"))
-        lbn = nn.BatchNorm1d(int(num_classes), affine=False).to(device)
+    lbn = _finish_network(network, bn=bn, num_classes=num_classes if last_bn else None, dtype=dtype)
     config = {
         "sparsity": sparsity,
         "allocation": allocation,
@@ -285,7 +464,7 @@ def convert_to_binary_supermask(
         "last_bn": bool(last_bn),
         "bn": bn,
         "exclude": [_type_name(e) if isinstance(e, type) else e for e in exclude],
-        "seed": int(seed),
+        "seed": seed,
         "score_init_scale": float(score_init_scale),
         "num_classes": int(num_classes) if num_classes is not None else None,
     }

@@ -51,6 +51,7 @@ PACKED_FORMAT = "binprune-packed"
 _PREAMBLE = struct.Struct("<4sHHII")  # magic, version, flags, header length, payload length
 _CHECKSUM_BYTES = 32  # SHA-256 of everything before it
 _DIGEST_BYTES = 8  # truncated SHA-256 of each regenerated tensor
+_MAX_HEADER_BYTES = 1 << 28  # a header lists layers: megabytes at most; more is not a binprune file
 
 
 # --- what a model holds ---------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def _decode_raw(encoding: str, data: bytes, dtype: torch.dtype, shape: list[int]
     numel = int(np.prod(shape)) if shape else 1
     if encoding == "shuffle-zlib":
         try:
-            planes = zlib.decompress(data)
+            planes = _inflate(data, numel * size)
         except zlib.error as exc:
             raise ValueError(f"cannot decompress tensor data ({exc})") from exc
         if len(planes) != numel * size:
@@ -272,7 +273,20 @@ def save_packed(model: nn.Module, path: str | os.PathLike) -> int:
 # --- reading ----------------------------------------------------------------------------------------
 
 
+def _inflate(data: bytes, limit: int) -> bytes:
+    """``zlib.decompress`` that stops past ``limit`` bytes, so a crafted file cannot expand into
+    all memory (the caller checks the length)."""
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, limit + 1)
+    if not inflater.eof and not inflater.unconsumed_tail and len(out) <= limit:
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
 def _read_header(data: bytes, source: str) -> tuple[dict[str, Any], bytes]:
+    """Check the preamble, sizes and checksum; return the JSON header and the data section."""
+    if len(data) == 0:
+        raise CheckpointError(f"{source} is empty (0 bytes): it was not written completely, or is not a packed file")
     if len(data) < 3 or not data.startswith(b"BPK"):
         raise CheckpointError(f"{source} is not a binprune packed file (it does not start with 'BPK')")
     if len(data) < _PREAMBLE.size:
@@ -297,11 +311,15 @@ def _read_header(data: bytes, source: str) -> tuple[dict[str, Any], bytes]:
         raise CheckpointError(f"{source} is corrupted: its SHA-256 checksum does not match its contents")
     start = _PREAMBLE.size
     try:
-        header = json.loads(zlib.decompress(data[start : start + header_len]).decode())
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{source} has an unreadable header ({exc})") from exc
+        text = _inflate(data[start : start + header_len], _MAX_HEADER_BYTES)
+        if len(text) > _MAX_HEADER_BYTES:
+            raise CheckpointError(f"{source} has a header larger than {_MAX_HEADER_BYTES} bytes (not a binprune file?)")
+        header = json.loads(text.decode())
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{source} has an unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(header, dict) or header.get("format") != PACKED_FORMAT:
-        raise CheckpointError(f"{source} is not a binprune packed file (header format {header.get('format')!r})")
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CheckpointError(f"{source} is not a binprune packed file (header format {found!r})")
     missing = [k for k in ("spec", "masks", "regenerated", "counters", "tensors") if k not in header]
     if missing:
         raise CheckpointError(f"{source} has an incomplete header (no {', '.join(missing)})")
@@ -336,9 +354,8 @@ def _check_architecture(masks: list[MaskedTensor], header: dict[str, Any], sourc
         )
 
 
-def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: str = "packed data") -> nn.Module:
-    """Rebuild the model described by packed bytes (see :func:`load_packed`)."""
-    header, payload = _read_header(data, source)
+def _rebuild(header: dict[str, Any], base_model: nn.Module | None, source: str) -> tuple[nn.Module, _Layout]:
+    """The model of the file's spec, in the file's dtype, checked against its list of masks."""
     try:
         model = build_model(header["spec"], base_model=base_model)
     except CheckpointError as exc:
@@ -350,12 +367,13 @@ def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: st
     if dtype != torch.float32:
         model = model.to(dtype)  # the model was saved in another precision (e.g. .double())
     layout = _layout(model)
-    masks = layout.masks
-    _check_architecture(masks, header, source)
-    state = model.state_dict()
+    _check_architecture(layout.masks, header, source)
+    return model, layout
 
-    # Weights and fixed biases come from the seed: they must be the ones the file was written for.
-    for mt, meta in zip(masks, header["masks"]):
+
+def _check_regenerated(layout: _Layout, header: dict[str, Any], source: str) -> None:
+    """Weights and fixed biases come from the seed: they must be the ones the file was written for."""
+    for mt, meta in zip(layout.masks, header["masks"]):
         if _digest(mt.original) != meta["weight_digest"]:
             raise CheckpointError(
                 f"{source}: the weights of {mt.name} regenerated from the seed differ from those the file was "
@@ -371,7 +389,9 @@ def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: st
         if _digest(layout.regenerated[key]) != digest:
             raise CheckpointError(f"{source}: the fixed bias {key} regenerated from the seed differs from the file's")
 
-    # Every other state entry must be stored, and nothing else.
+
+def _check_stored(layout: _Layout, header: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Every other state entry must be stored, and nothing else; returns the stored tensors' entries."""
     stored_raw = {t["name"]: t for t in header["tensors"]}
     want_raw, want_counters = set(layout.raw), set(layout.counters)
     if set(stored_raw) != want_raw or set(header["counters"]) != want_counters:
@@ -382,10 +402,15 @@ def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: st
             + (f"tensors not in the model: {', '.join(extra[:6])}; " if extra else "")
             + (f"tensors missing from the file: {', '.join(missing[:6])}" if missing else "")
         )
+    return stored_raw
 
+
+def _decode_masks(layout: _Layout, header: dict[str, Any], payload: bytes, state: dict[str, torch.Tensor],
+                  source: str) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Scores and keep counts that reproduce each stored mask, and the decoded masks."""
     new_state: dict[str, torch.Tensor] = {}
     decoded: list[torch.Tensor] = []
-    for mt, meta in zip(masks, header["masks"]):
+    for mt, meta in zip(layout.masks, header["masks"]):
         n, k = mt.original.numel(), int(meta["keep"])
         code = (meta["coding"], int(meta["param"]), int(meta["bits"]), _section(payload, meta, f"mask {mt.name}"))
         try:
@@ -399,6 +424,13 @@ def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: st
         # with no ties across the boundary.
         new_state[scores_key] = mask.to(state[scores_key].dtype)
         new_state[count_key] = torch.tensor(k, dtype=state[count_key].dtype)
+    return new_state, decoded
+
+
+def _decode_tensors(stored_raw: dict[str, dict[str, Any]], header: dict[str, Any], payload: bytes,
+                    state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The stored statistics and dense tensors, and the integer counters."""
+    new_state: dict[str, torch.Tensor] = {}
     for key, meta in stored_raw.items():
         own = state[key]
         dtype = _DTYPES.get(meta["dtype"])
@@ -413,13 +445,40 @@ def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: st
             raise CheckpointError(f"{source}: tensor {key}: {exc}") from exc
     for key, value in header["counters"].items():
         new_state[key] = torch.tensor(int(value), dtype=state[key].dtype)
+    return new_state
+
+
+def _unpack(header: dict[str, Any], payload: bytes, base_model: nn.Module | None, source: str) -> nn.Module:
+    model, layout = _rebuild(header, base_model, source)
+    _check_regenerated(layout, header, source)
+    stored_raw = _check_stored(layout, header, source)
+    state = model.state_dict()
+    new_state, decoded = _decode_masks(layout, header, payload, state, source)
+    new_state.update(_decode_tensors(stored_raw, header, payload, state, source))
     model.load_state_dict(new_state, strict=False)
 
-    _sync_global_budgets(masks)
-    for mt, mask in zip(masks, decoded):
+    _sync_global_budgets(layout.masks)
+    for mt, mask in zip(layout.masks, decoded):
         if not torch.equal(mt.mask.mask().cpu(), mask):  # pragma: no cover - guards the tie argument
             raise CheckpointError(f"{source}: mask {mt.name} was not reproduced by its restored scores")
     return model.eval()
+
+
+def unpack_model(data: bytes, base_model: nn.Module | None = None, *, source: str = "packed data") -> nn.Module:
+    """Rebuild the model described by packed bytes (see :func:`load_packed`).
+
+    Any inconsistency of the file (checked by its SHA-256 checksum, so a crafted or mis-written
+    one) is a one-line :class:`~binprune.checkpoint.CheckpointError` naming ``source``.
+    """
+    header, payload = _read_header(data, source)
+    try:
+        return _unpack(header, payload, base_model, source)
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # malformed header entries
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{source} cannot be loaded: its header is malformed or does not fit the model "
+                              f"({type(exc).__name__}: {detail})") from exc
 
 
 def _sync_global_budgets(masks: list[MaskedTensor]) -> None:
@@ -442,6 +501,8 @@ def load_packed(path: str | os.PathLike, base_model: nn.Module | None = None) ->
             not match the rebuilt architecture (layer names, shapes, regenerated weights).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a packed file")
     if not path.is_file():
         raise FileNotFoundError(f"packed file {path} does not exist")
     return unpack_model(path.read_bytes(), base_model=base_model, source=str(path))

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from .utils import generator_for
+from .utils import check_seed, generator_for
 
 from .config import WEIGHT_INITS  # noqa: E402  (names defined once)
 
@@ -49,10 +49,14 @@ def fixed_weight(
     """Draw the fixed weight tensor of one layer.
 
     Same ``(init, seed, name, shape)`` gives the same tensor on every machine. ``keep_ratio`` is
-    only used by ``"signed_constant"``.
+    only used by ``"signed_constant"``. ``seed`` must be an integer: the seed is hashed as text,
+    so a float would draw other weights than the integer a spec records.
     """
     if init not in WEIGHT_INITS:
         raise ValueError(f"unknown init {init!r}: choose one of {', '.join(WEIGHT_INITS)}")
+    seed = check_seed(seed)
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 <= keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be a number in [0, 1], got {keep_ratio!r}")
     gen = generator_for("weight", init, seed, name)
     if init == "kaiming":
         std = math.sqrt(2.0 / max(fan_in_count, 1))
@@ -74,6 +78,9 @@ def fixed_bias(
     biases to store. ``"kaiming"`` keeps PyTorch's default bias distribution U(-1/sqrt(fan_in),
     1/sqrt(fan_in)), drawn from the seeded generator.
     """
+    if init not in WEIGHT_INITS:
+        raise ValueError(f"unknown init {init!r}: choose one of {', '.join(WEIGHT_INITS)}")
+    seed = check_seed(seed)
     if init in ("binary", "signed_constant"):
         return torch.zeros(shape, dtype=dtype)
     gen = generator_for("bias", init, seed, name)

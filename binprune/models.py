@@ -13,6 +13,7 @@ reduced-width variants.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -21,7 +22,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from .spec import ModelSpec, attach_spec
-from .utils import stable_seed
+from .utils import check_seed, stable_seed
 
 __all__ = ["Normalize", "create_model", "list_models", "register_model", "CifarResNet", "SmallCNN"]
 
@@ -98,14 +99,16 @@ def create_model(
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(list_models())}")
-    if num_classes < 1 or in_channels < 1:
-        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+    for what, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    num_classes, in_channels = int(num_classes), int(in_channels)
     mean = list(mean) if mean is not None else [0.5] * in_channels
     std = list(std) if std is not None else [0.5] * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std need {in_channels} values (one per input channel), got {mean} / {std}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
+    if seed is not None:
+        seed = check_seed(seed, non_negative=True)
     if seed is None:
         net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     else:
@@ -180,7 +183,9 @@ _RESNETS = {
 }
 
 
-def _resnet_builder(block, layers, bottleneck_width):
+def _resnet_builder(block: type[tv_resnet.BasicBlock] | type[tv_resnet.Bottleneck], layers: Sequence[int],
+                    bottleneck_width: int) -> Callable[..., nn.Module]:
+    """A registry builder for one CIFAR ResNet depth (binds the loop variables)."""
     def build(*, num_classes: int, in_channels: int, width_factor: float = 1.0) -> nn.Module:
         return CifarResNet(
             block, layers, num_classes=num_classes, in_channels=in_channels,

@@ -15,22 +15,63 @@ so code written against the earlier plain dicts keeps working.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from .stats import INTERVAL_METHOD, wilson_interval
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["AttackResult", "EvalReport", "TrainResult", "ComparisonRow", "RESULT_UNITS"]
+__all__ = ["AttackResult", "EvalReport", "TrainResult", "ComparisonRow", "RESULT_UNITS", "git_commit",
+           "accuracy_interval"]
 
 RESULT_UNITS = {
     "accuracy": "fraction of the evaluated examples, in [0, 1]",
+    "interval95": "[low, high]: 95% Wilson score interval of the accuracy",
     "time": "seconds",
     "eps": "input units (images in [0, 1])",
     "bytes": "bytes",
 }
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> dict[str, Any]:
+    """``{"git_commit": sha or None, "git_dirty": bool or None}`` of the checkout binprune runs from.
+
+    ``None`` when the package is not a tracked part of a git checkout (an installed wheel) or git
+    is missing; never raises. ``git_dirty`` says whether tracked files differ from the commit,
+    i.e. whether the commit alone reproduces the code. Read-only git calls
+    (``--no-optional-locks``: the index is not refreshed).
+    """
+    package = Path(__file__).resolve().parent
+
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "--no-optional-locks", "-C", str(package), *args], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    sha = run("rev-parse", "HEAD")
+    if not sha or run("ls-files", "--error-unmatch", "results.py") is None:
+        return {"git_commit": None, "git_dirty": None}
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def accuracy_interval(successes: int, n: int) -> list[float] | None:
+    """The 95% Wilson interval of an accuracy as ``[low, high]`` (rounded to 6 digits), ``None``
+    without examples."""
+    if not n:
+        return None
+    low, high = wilson_interval(successes, n)
+    return [round(low, 6), round(high, 6)]
 
 
 class _DictView(Mapping):
@@ -69,14 +110,17 @@ class AttackResult(_DictView):
         flags = None
         if self.robust is not None:
             flags = [int(v) for v in self.robust.tolist()]
-        return {"accuracy": self.accuracy, "n_examples": self.n_examples, "time_s": round(self.seconds, 3),
+        successes = sum(flags) if flags is not None else round(self.accuracy * self.n_examples)
+        return {"accuracy": self.accuracy, "interval95": accuracy_interval(successes, self.n_examples),
+                "n_examples": self.n_examples, "time_s": round(self.seconds, 3),
                 **self.details, **({"robust_flags": flags} if flags is not None else {})}
 
 
 @dataclass
 class EvalReport(_DictView):
     """The result of :func:`binprune.evaluate`: one :class:`AttackResult` per attack, and what
-    produced them (settings, data selection, model form, package versions)."""
+    produced them (settings, data selection, model form, package versions and the git commit of
+    the code, so a number can be traced to what computed it)."""
 
     attacks: dict[str, AttackResult]
     settings: dict[str, Any]
@@ -84,6 +128,10 @@ class EvalReport(_DictView):
     model: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if "git_commit" not in self.versions:
+            self.versions = {**self.versions, **git_commit()}
 
     @property
     def accuracy(self) -> dict[str, float]:
@@ -113,7 +161,8 @@ class EvalReport(_DictView):
             "settings": dict(self.settings),
             "data": dict(self.data),
             "model": dict(self.model),
-            "units": {"accuracy": RESULT_UNITS["accuracy"], "time": RESULT_UNITS["time"], "eps": RESULT_UNITS["eps"]},
+            "units": {"accuracy": RESULT_UNITS["accuracy"], "interval95": RESULT_UNITS["interval95"],
+                      "interval_method": INTERVAL_METHOD, "time": RESULT_UNITS["time"], "eps": RESULT_UNITS["eps"]},
             "versions": dict(self.versions),
             "time_s": round(self.seconds, 3),
         }
@@ -154,7 +203,8 @@ class TrainResult(_DictView):
 @dataclass
 class ComparisonRow(_DictView):
     """One row of a ``binprune compare`` table: a method, its model's sparsity and size, and its
-    evaluation."""
+    evaluation. ``n_examples`` (``None`` in rows written before it was recorded) gives each
+    accuracy its 95% Wilson interval, ``interval95`` in :meth:`to_dict` (derived, not stored)."""
 
     method: str
     label: str
@@ -170,13 +220,19 @@ class ComparisonRow(_DictView):
     phases: list[dict[str, Any]] = field(default_factory=list)
     params_ratio: float | None = None
     autoattack_warnings: list[str] = field(default_factory=list)
+    n_examples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.n_examples:
+            out["interval95"] = {k: accuracy_interval(round(v * self.n_examples), self.n_examples)
+                                 for k, v in self.accuracy.items() if v is not None}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComparisonRow":
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k != "interval95"}  # derived from accuracy and n_examples
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown comparison-row fields {sorted(unknown)}")

@@ -45,6 +45,25 @@ def _check_sizes(layer_sizes: Sequence[int]) -> list[int]:
     return sizes
 
 
+def _size_powers(sizes: Sequence[int], p: float) -> list[float]:
+    """``n ** p`` per layer, the adaptive rule's weights; only their ratios matter.
+
+    A large ``p`` (``1e6``) overflows floats (``n ** p`` raises ``OverflowError``, or their sum is
+    infinite): the weights are then computed relative to the largest of ``sizes`` in log space,
+    ``exp(p * (log n - log n_max))`` in (0, 1], which gives the same allocation without overflow
+    (the largest layers keep everything they can). Ordinary ``p`` takes the direct formula, so its
+    results are unchanged to the last bit.
+    """
+    try:
+        weights = [float(n) ** p for n in sizes]
+        if math.isfinite(sum(weights)):
+            return weights
+    except OverflowError:
+        pass
+    top = math.log(max(sizes))
+    return [math.exp(p * (math.log(n) - top)) for n in sizes]
+
+
 def allocate_keep_ratios(layer_sizes: Sequence[int], sparsity: float, p: float = 0.1) -> list[float]:
     """Per-layer keep ratios under the adaptive rule (kept count proportional to ``n_l ** p``).
 
@@ -68,12 +87,13 @@ def allocate_keep_ratios(layer_sizes: Sequence[int], sparsity: float, p: float =
     # Smallest first: for p <= 1 the smallest layer has the highest ratio, so once a layer fits
     # every larger one fits too. For p > 1 the check is repeated until nothing overflows.
     while remaining:
-        weight_sum = sum(float(sizes[i]) ** p for i in remaining)
+        weights = dict(zip(remaining, _size_powers([sizes[i] for i in remaining], p)))
+        weight_sum = sum(weights[i] for i in remaining)
         scale = budget / weight_sum
-        overflow = [i for i in remaining if scale * float(sizes[i]) ** p >= sizes[i]]
+        overflow = [i for i in remaining if scale * weights[i] >= sizes[i]]
         if not overflow:
             for i in remaining:
-                kept[i] = scale * float(sizes[i]) ** p
+                kept[i] = scale * weights[i]
             break
         for i in overflow:
             kept[i] = float(sizes[i])

@@ -40,13 +40,18 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ModelSpec":
+        """Parse the plain form (from a file: checked, since a file may hold anything)."""
         if data is None:
             return cls()
         if not isinstance(data, Mapping) or set(data) - {"recipe", "transform"}:
             raise ValueError(f"a model spec is a mapping with 'recipe' and 'transform', got {data!r}"[:300])
         recipe, transform = data.get("recipe"), data.get("transform")
+        if recipe is not None and not (isinstance(recipe, Mapping) and isinstance(recipe.get("kwargs", {}), Mapping)):
+            raise ValueError(f"a model spec's recipe is a mapping of create_model's arguments, got {recipe!r}"[:300])
         if transform is not None and (not isinstance(transform, Mapping) or not isinstance(transform.get("name"), str)):
             raise ValueError(f"a model spec's transform needs a 'name', got {transform!r}"[:300])
+        if transform is not None and not isinstance(transform.get("kwargs", {}), Mapping):
+            raise ValueError(f"a model spec's transform settings ('kwargs') are a mapping, got {transform!r}"[:300])
         return cls(copy.deepcopy(recipe), copy.deepcopy(transform))
 
     def with_transform(self, name: str, kwargs: Mapping[str, Any]) -> "ModelSpec":

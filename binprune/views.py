@@ -25,7 +25,7 @@ from .data import iterate_batches
 from .utils import stable_seed
 
 __all__ = ["ExampleView", "as_view", "evaluation_tensors", "select_examples", "class_interleaved_order",
-           "check_images"]
+           "check_images", "fingerprint"]
 
 
 class ExampleView:
@@ -78,6 +78,20 @@ class ExampleView:
     def batches(self, batch_size: int, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """One epoch of ``(images, labels, positions)`` (see :func:`binprune.data.iterate_batches`)."""
         return iterate_batches(self, batch_size, **kwargs)
+
+
+def fingerprint(view: ExampleView, samples: int = 512) -> str:
+    """A SHA-256 over the count, all labels and ``samples`` evenly spaced images of ``view``: cheap,
+    and different for a different dataset, split, subset or order (checked when a run resumes)."""
+    import hashlib
+
+    n = len(view)
+    digest = hashlib.sha256(str(n).encode())
+    pick = torch.linspace(0, n - 1, steps=min(samples, n)).round().long().unique()
+    x, y = view.batch(pick)
+    digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(y.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _length(data: Any) -> int:

@@ -294,8 +294,8 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     m = json.loads((full / "metrics.json").read_text())
     assert m["config"]["world_size"] == 2 and 0 <= m["accuracy"]["pgd"] <= m["accuracy"]["clean"] <= 1
     assert len((full / "metrics.jsonl").read_text().splitlines()) == 2
-    assert sorted(p.name for p in full.iterdir()) == ["best.pt", "config.json", "config.yaml", "curves.png", "last.pt",
-                                                      "metrics.json", "metrics.jsonl"]
+    assert sorted(p.name for p in full.iterdir()) == ["best.pt", "binprune-run.json", "config.json", "config.yaml",
+                                                      "curves.png", "last.pt", "metrics.json", "metrics.jsonl"]
 
     proc = subprocess.Popen(torchrun(killed, "--checkpoint-every", "3"), env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -312,3 +312,16 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     b = json.loads((killed / "metrics.json").read_text())
     for key in ("accuracy", "val_accuracy", "selected_epoch"):
         assert m[key] == b[key], key
+
+
+def test_a_sparsity_schedule_runs_through_train():
+    """SparsitySchedule reaches the trainer as a step hook: the kept count follows the ramp."""
+    from binprune.sparsity import SparsitySchedule
+
+    net = _tiny_supermask()
+    x, y = torch.rand(96, 1, 28, 28), torch.randint(0, 10, (96,))
+    hook = binprune.SparsityScheduleHook(SparsitySchedule(final=0.95, ramp_steps=2, initial=0.5))
+    train(net, (x, y), eps=0.0, epochs=2, attack="none", batch_size=32, val_fraction=0, progress=False,
+          device="cpu", step_hook=hook)
+    report = binprune.sparsity_report(net)
+    assert report.masked_sparsity == pytest.approx(0.95, abs=0.01)

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the input was wrong" (imported only once a verb has run)."""
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, ImportError]
+    # OSError covers what the user's environment must fix: a full disk, a read-only folder, a
+    # missing permission (FileNotFoundError is one too).
+    errors: list[type[BaseException]] = [ValueError, OSError, ImportError]
     checkpoint = sys.modules.get("binprune.checkpoint")
     if checkpoint is not None:
         errors.append(checkpoint.CheckpointError)

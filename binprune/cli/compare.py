@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist or is not a folder")
+    from ..utils import check_output_path
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    check_output_path(os.path.join(args.out, "table.json"))
     overrides = given_values(args, args.override_names)
     if args.test_examples_deprecated is not None:
         print("binprune: warning: --eval-examples is deprecated, use --test-examples", flush=True)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import DATASETS, EvalConfig, SanityConfig, config_from_dict
+from ..config import DATASETS, EvalConfig, SanityConfig, check_linf_eps, config_from_dict
 from .common import add_config_flags, given_values, summary_table
 
 __all__ = ["add_parser", "run"]
@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("sanity checks")
     sanity_names = add_config_flags(g, SanityConfig, dest_prefix="sanity_")
     g.add_argument("--no-sanity-checks", action="store_true", help="skip the sanity checks (run by default)")
+    g.add_argument("--surrogate", metavar="CHECKPOINT",
+                   help="a model trained on the same data (e.g. dense AT); enables the transfer check: PGD examples "
+                        "crafted on it must not break more examples than the white-box attack")
     g.add_argument("--strict", action="store_true", help="exit with status 1 if a sanity check fails")
     g = p.add_argument_group("RobustBench")
     g.add_argument("--robustbench", action="store_true",
@@ -46,7 +49,8 @@ def add_parser(sub: Any) -> None:
                         "models, or a zoo checkpoint file itself)")
     g = p.add_argument_group("run and output")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    g.add_argument("--out", metavar="PATH", help="write the results JSON here (default: print it)")
+    g.add_argument("--out", metavar="DIR", help="write the results to DIR/eval.json (default: print them); "
+                                                  "like every command's --out, a folder")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run, eval_names=eval_names, sanity_names=sanity_names)
 
@@ -78,6 +82,8 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig:
             raise ValueError(f"no attack budget: pass --eps (e.g. 0.1 for Fashion-MNIST); {args.dataset} has no "
                              "RobustBench standard")
         config.eps = STANDARD_EPS[(args.dataset, config.norm)]
+    if config.norm == "Linf":
+        check_linf_eps(config.eps)
     if config.eps == 0 and not args.no_sanity_checks:
         raise ValueError("--eps 0 leaves nothing to attack: pass --eps > 0 (or --no-sanity-checks for a clean-only run)")
     config.attacks = tuple(check_attacks(config.attacks))
@@ -119,17 +125,35 @@ def _summary(report: Any, sanity: dict | None, entry_path: str | None) -> str:
         if name == "pgd":
             label = f"pgd-{s['pgd_steps']}" + (f" x{s['pgd_restarts']}" if s["pgd_restarts"] > 1 else "")
         rows.append((f"{label} accuracy", f"{acc:.4f}"))
+    for text in report.model.get("warnings", []):
+        rows.append(("model warning", text))
     for name, result in report.attacks.items():
         for text in result.details.get("autoattack_warnings", []):
             rows.append((f"{name} warning", text))
     if sanity is not None:
         failed = [c for c in sanity["checks"] if not c["passed"]]
+        skipped = [c["name"] for c in sanity.get("skipped", [])]
         rows.append(("sanity checks", f"{sanity['n_passed']}/{sanity['n_checks']} passed"
-                     + (f"; FAILED: {', '.join(c['name'] for c in failed)}" if failed else "")))
+                     + (f"; FAILED: {', '.join(c['name'] for c in failed)}" if failed else "")
+                     + (f"; skipped: {', '.join(skipped)}" if skipped else "")))
     if entry_path:
         rows.append(("leaderboard entry", entry_path))
     rows.append(("time", f"{report.seconds + (sanity['time_s'] if sanity else 0):.0f} s"))
     return summary_table(rows)
+
+
+def _results_path(out: str | None) -> str | None:
+    """``--out DIR`` -> ``DIR/eval.json``; a path ending in ``.json`` is the file itself (the form of
+    binprune 0.1, deprecated)."""
+    if out is None:
+        return None
+    if out.endswith(".json") and not os.path.isdir(out):
+        print("binprune: warning: --out FILE.json is deprecated: pass a folder (results go to FOLDER/eval.json)",
+              file=sys.stderr, flush=True)
+        return out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder: pass a folder (results go to FOLDER/eval.json)")
+    return os.path.join(out, "eval.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,8 +164,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no dataset: pass --dataset (fashion-mnist, cifar10, cifar100, imagefolder)")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist or is not a folder")
-    if args.out is not None and os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} is a folder; give a file name such as {os.path.join(args.out, 'eval.json')}")
+    out_file = _results_path(args.out)
+    if out_file is not None:
+        from ..utils import check_output_path
+
+        check_output_path(out_file, inputs=[args.checkpoint])  # before an hour of AutoAttack, not after
+    if args.surrogate is not None and not os.path.isfile(args.surrogate):
+        raise FileNotFoundError(f"--surrogate {args.surrogate} does not exist")
     config = _eval_config(args)
     device = resolve_device(args.device)
     progress = not args.no_progress
@@ -158,18 +187,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_sanity_checks:
         settings = given_values(args, args.sanity_names)
         settings["n_examples"] = min(settings.get("n_examples") or min(report.n_examples, 1000), report.n_examples)
+        surrogate = None
+        if args.surrogate:
+            from ..loading import load_model
+
+            surrogate = load_model(args.surrogate, device=device)
         sanity = sanity_checks(model, data, config.eps, norm=config.norm, results=report, device=device,
                                seed=config.seed, pgd_steps=config.pgd_steps, batch_size=config.batch_size,
-                               progress=progress, **settings)
+                               progress=progress, surrogate=surrogate, **settings)
     arguments = {k: v for k, v in vars(args).items() if k not in ("run", "eval_names", "sanity_names")}
     output = {"command": "binprune eval", "arguments": arguments, "checkpoint": str(args.checkpoint),
               "dataset": args.dataset, **report.to_dict(), "sanity_checks": sanity, "leaderboard_entry": entry_path}
-    if args.out:
-        write_json(args.out, output)
+    if out_file:
+        write_json(out_file, output)
     else:
         print(json.dumps(output, indent=2, default=str))
-    print(_summary(report, sanity, entry_path) + (f"\nresults written to {args.out}" if args.out else ""),
-          file=sys.stderr if not args.out else sys.stdout)
+    print(_summary(report, sanity, entry_path) + (f"\nresults written to {out_file}" if out_file else ""),
+          file=sys.stderr if not out_file else sys.stdout)
     if args.strict and sanity is not None and not sanity["passed"]:
         return 1
     return 0

@@ -43,13 +43,16 @@ def footprint_table(fp: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..export import footprint, save_packed
     from ..loading import load_model
-    from ..utils import write_json
+    from ..utils import check_output_path, write_json
 
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
     if os.path.isdir(args.output):
         raise ValueError(f"--output {args.output} is a folder; give a file name such as "
                          f"{os.path.join(args.output, 'model.bpk')}")
+    check_output_path(args.output, inputs=[args.checkpoint])
+    if args.footprint_json:
+        check_output_path(args.footprint_json, inputs=[args.checkpoint, args.output])
     model = load_model(args.checkpoint)
     fp = footprint(model)
     size = save_packed(model, args.output)

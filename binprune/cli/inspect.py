@@ -45,11 +45,13 @@ def inspect_summary(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..analysis import write_inspection
     from ..loading import load_model
+    from ..utils import check_output_path
 
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} exists and is not a folder")
+    check_output_path(os.path.join(args.out, "analysis.json"), inputs=[args.checkpoint])
     model = load_model(args.checkpoint)
     result = write_inspection(model, args.out, mask_images=args.mask_images)
     print(inspect_summary(result["summary"]))

@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its own files only)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     p.set_defaults(run=run, config_sections=names)
 
@@ -75,12 +76,16 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     return run_config
 
 
-def _check_out(out: Path, run_config: RunConfig, resume: bool) -> str:
-    """The run's config.yaml text; refuse to mix two runs in one folder."""
+def _check_out(out: Path, run_config: RunConfig, resume: bool, overwrite: bool) -> str:
+    """The run's config.yaml text; refuse to mix two runs in one folder (before any work)."""
+    from ..training import RunFolder
+
+    from ..utils import check_output_path
+
     text = dump_yaml(config_to_dict(run_config))
+    RunFolder(out, resume=resume, overwrite=overwrite).check()
+    check_output_path(out / "config.yaml")
     saved = out / "config.yaml"
-    if (out / "last.pt").exists() and not resume:
-        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if resume and saved.is_file():
         before, now = config_from_dict(RunConfig, load_yaml(saved)).record(), run_config.record()
         diffs = [f"{section}.{k}: {before[section].get(k)!r} in {saved} vs {now[section].get(k)!r} now"
@@ -96,6 +101,9 @@ def _build_model(run_config: RunConfig, train_set: Any) -> Any:
     from ..models import create_model
 
     m = run_config.model
+    if m.num_classes is not None and m.num_classes < train_set.num_classes:
+        raise ValueError(f"--num-classes {m.num_classes} is below the {train_set.num_classes} classes of "
+                         f"{run_config.data.dataset}: pass at least {train_set.num_classes}, or leave it out")
     model = create_model(m.arch, num_classes=m.num_classes or train_set.num_classes, in_channels=train_set.in_channels,
                          mean=train_set.mean, std=train_set.std, width_factor=m.width_factor,
                          seed=run_config.train.seed, **m.arch_kwargs)
@@ -126,23 +134,19 @@ def _summary(run_config: RunConfig, result: Any, out: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..training import init_distributed_from_env, train
-    from ..utils import atomic_write_bytes
-
     run_config = resolve_run_config(args)
     out = Path(args.out)
-    config_text = _check_out(out, run_config, args.resume)
+    config_text = _check_out(out, run_config, args.resume, args.overwrite)
     rank, _ = init_distributed_from_env(run_config.device)
     d = run_config.data
     train_set = load_dataset(d.dataset, d.data_dir, split="train")
     test_set = load_dataset(d.dataset, d.data_dir, split="test")
     model = _build_model(run_config, train_set)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "config.yaml", config_text.encode())
     result = train(
         model, train_set, run_config.train, test_data=test_set, out_dir=out, resume=args.resume,
-        device=run_config.device, progress="epochs" if args.no_progress else True,
+        overwrite=args.overwrite, device=run_config.device, progress="epochs" if args.no_progress else True,
         extra_config={"dataset": d.dataset, "model": config_to_dict(run_config.model)},
+        run_files={"config.yaml": config_text.encode()},
     )
     if rank == 0:
         print(_summary(run_config, result, out))

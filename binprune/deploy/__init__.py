@@ -1,7 +1,10 @@
-"""Deployment forms of a trained supermask model: the compact dense model (dead channels
-removed, batch norms folded) and its cost accounting. The packed kilobyte file format lives in
-:mod:`binprune.export`."""
+"""Deployment forms of a trained supermask model: the compact model (dead channels removed,
+batch norms folded), run with dense or sparse kernels, its cost accounting, and ONNX export.
+The packed kilobyte file format lives in :mod:`binprune.export`."""
 
-from .compact import channel_groups, compact, compact_report, count_macs
+from .compact import ENGINES, channel_groups, compact, compact_report, count_macs
+from .kernels import load_sparse_kernels, sparse_kernels_status
+from .sparse import DEFAULT_RULE, SparseRule, densify, sparse_plan, sparsify
 
-__all__ = ["compact", "compact_report", "count_macs", "channel_groups"]
+__all__ = ["compact", "compact_report", "count_macs", "channel_groups", "ENGINES", "sparsify", "densify",
+           "sparse_plan", "SparseRule", "DEFAULT_RULE", "load_sparse_kernels", "sparse_kernels_status"]

@@ -40,6 +40,7 @@ from torchvision.models import resnet as tv_resnet
 from ..convert import Subnetwork, finalize
 from ..spec import attach_spec, find_spec
 from ..supermask import masked_tensors
+from .sparse import SparseRule, sparsify
 
 __all__ = ["compact", "count_macs", "compact_report", "channel_groups"]
 
@@ -416,7 +417,10 @@ def _write_back(node: _Node) -> None:
         m.out_channels, m.in_channels = node.weight.shape[0], node.weight.shape[1] * m.groups
 
 
-def compact(model: nn.Module) -> nn.Module:
+ENGINES = ("dense", "sparse")
+
+
+def compact(model: nn.Module, engine: str = "dense", rule: SparseRule | None = None) -> nn.Module:
     """A plain, smaller copy of ``model`` with the same eval outputs (up to float rounding).
 
     Works on a supermask model (:class:`binprune.Subnetwork` or any model with binprune masks)
@@ -424,6 +428,12 @@ def compact(model: nn.Module) -> nn.Module:
     Conv/Linear are folded into it, and the last batch norm into the classifier; channels that
     no consumer needs (see the module docstring) are removed in ``nn.Sequential`` chains and
     torchvision ResNets. Other parts of the model are kept as they are (finalized).
+
+    ``engine="dense"`` runs every layer with PyTorch's dense kernels. ``engine="sparse"`` swaps
+    the Conv/Linear layers for :mod:`binprune.deploy.sparse` subclasses that run a direct sparse
+    kernel (cost proportional to the kept weights) where ``rule`` (default
+    :data:`binprune.deploy.sparse.DEFAULT_RULE`) predicts it to be faster; the kernel is compiled
+    on first use, and where it cannot be, the model keeps the dense kernels (one-line warning).
 
     The returned model is in eval mode (batch norms are folded with their running statistics);
     Its spec's ``"compact"`` transform (``binprune.spec.find_spec(result)``) lists the channels
@@ -433,6 +443,8 @@ def compact(model: nn.Module) -> nn.Module:
         >>> small = binprune.compact(net)
         >>> print(binprune.compact_report(net, small, torch.rand(1, 3, 32, 32)))
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     plain = finalize(model) if any(True for _ in masked_tensors(model)) else copy.deepcopy(model)
     plain.eval()
@@ -468,7 +480,10 @@ def compact(model: nn.Module) -> nn.Module:
             for n in graph.nodes
         ],
         "folded_batchnorms": len(graph.bn_folds) + int(lbn_folded),
+        "engine": engine,
     }
+    if engine == "sparse":
+        result = sparsify(result, rule, inplace=True)
     # The compact model cannot be rebuilt from a recipe (its layers are narrower); its spec
     # records the base recipe and what the compaction did.
     return attach_spec(result, find_spec(model).with_transform("compact", info))

@@ -32,7 +32,8 @@ from .model import correct_flags, model_logits, seeded_rng
 from .progress import ProgressReporter, n_batches
 from .validation import check_eps, check_norm, check_positive_int
 
-__all__ = ["AttackContext", "AttackFunction", "ATTACKS", "register_attack", "check_attacks", "pgd_robust_flags"]
+__all__ = ["AttackContext", "AttackFunction", "ATTACKS", "register_attack", "check_attacks", "pgd_robust_flags",
+           "pgd_attack", "pgd_examples"]
 
 
 @dataclass
@@ -89,6 +90,47 @@ def check_attacks(attacks: Sequence[str] | str) -> list[str]:
     return names
 
 
+def pgd_attack(model: nn.Module, *, eps: float, norm: str, steps: int, alpha: float | None,
+               device: torch.device) -> torchattacks.Attack:
+    """torchattacks' ``PGD`` (L-inf) or ``PGDL2`` with a random start, in eval mode on ``device``."""
+    alpha = default_alpha("pgd", eps, steps) if alpha is None else float(alpha)
+    if norm == "Linf":
+        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    else:
+        attack = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    attack.set_model_training_mode(model_training=False)
+    attack.set_device(device)
+    return attack
+
+
+def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = EvalConfig.norm,
+                 steps: int = EvalConfig.pgd_steps, alpha: float | None = None,
+                 batch_size: int = EvalConfig.batch_size, device: torch.device | str = "cpu",
+                 seed: int = EvalConfig.seed, restart: int = 0,
+                 progress: ProgressReporter | None = None) -> torch.Tensor:
+    """PGD's adversarial inputs for *every* example (one random start each), on the CPU.
+
+    Unlike :func:`pgd_robust_flags`, nothing is taken from the clean pass: the sanity checks
+    compare these inputs' predictions with the clean ones, which only means something if the
+    two were computed independently. Random starts are seeded by ``(seed, restart, first example
+    of the batch)``, so each ``restart`` is a new, reproducible start. At ``eps == 0`` under L2 the
+    L-inf attack runs instead (both balls are the single clean input; torchattacks' L2
+    projection divides by a zero norm there).
+    """
+    eps, norm = check_eps(eps), check_norm(norm)
+    check_positive_int(steps, "steps")
+    device = torch.device(device)
+    attack = pgd_attack(model, eps=eps, norm="Linf" if eps == 0.0 else norm, steps=steps, alpha=alpha, device=device)
+    out = torch.empty_like(x, device="cpu")
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        with seeded_rng(device, stable_seed("pgd-all", seed, restart, start)):
+            out[start:start + batch_size] = run_attack(attack, model, xb, yb, bn_mode="eval").detach().cpu()
+        if progress is not None:
+            progress.advance()
+    return out
+
+
 def pgd_robust_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, *, eps: float,
                      norm: str = EvalConfig.norm, steps: int = EvalConfig.pgd_steps, restarts: int = 1,
                      alpha: float | None = None, batch_size: int = EvalConfig.batch_size,
@@ -108,13 +150,7 @@ def pgd_robust_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: 
     robust = clean.clone()
     if eps == 0.0 and norm == "L2":
         return robust
-    alpha = default_alpha("pgd", eps, steps) if alpha is None else float(alpha)
-    if norm == "Linf":
-        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-    else:
-        attack = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-    attack.set_model_training_mode(model_training=False)
-    attack.set_device(device)
+    attack = pgd_attack(model, eps=eps, norm=norm, steps=steps, alpha=alpha, device=device)
     for restart in range(restarts):
         idx = robust.nonzero().flatten()
         for start in range(0, len(idx), batch_size):

@@ -4,7 +4,7 @@
 and records its settings, :func:`execute_autoattack` runs it with its log captured (and the
 caller's RNG, the model's parameters and pyautoattack's global counters protected), and
 :func:`autoattack_result` turns the returned adversarial examples into a robust accuracy
-(:func:`robust_accuracy_from_autoattack`, each example checked against the threat model) and a
+(:func:`robust_accuracy_from_autoattack`; an example outside the threat model is an error) and a
 per-attack breakdown counted from AutoAttack's per-batch log lines.
 """
 
@@ -32,8 +32,8 @@ from .validation import check_eps, check_norm, check_positive_int
 
 __all__ = [
     "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
-    "robust_accuracy_from_autoattack", "check_autoattack_arguments", "setup_autoattack", "execute_autoattack",
-    "autoattack_result",
+    "robust_accuracy_from_autoattack", "check_threat_model", "check_autoattack_arguments", "setup_autoattack",
+    "execute_autoattack", "autoattack_result",
 ]
 
 #: Attacks of AutoAttack that version ``"custom"`` can combine.
@@ -111,49 +111,76 @@ def _perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torc
     return delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
 
 
+def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, *, eps: float, norm: str) -> torch.Tensor:
+    """Per-example perturbation norms of ``x_adv``; ``ValueError`` if any is outside the threat model.
+
+    Inadmissible means: a perturbation above ``eps`` beyond float rounding
+    (``eps * (1 + 1e-5) + 1e-6``), a value outside [0, 1], or a NaN/inf. Such an example is a bug in
+    the attack (or a model that changes its inputs); counting it as "not broken" would hide the
+    bug and inflate robust accuracy, so it stops the evaluation with the offending norm and count.
+    """
+    if x_adv.shape != x.shape:
+        raise ValueError(f"adversarial examples have shape {tuple(x_adv.shape)}, the inputs {tuple(x.shape)}")
+    flat = x_adv.flatten(1)
+    finite = torch.isfinite(flat).all(1)
+    norms = _perturbation_norms(torch.where(finite.view(-1, *[1] * (x.dim() - 1)), x_adv, x), x, norm)
+    limit = eps * (1 + 1e-5) + 1e-6
+    too_far = finite & (norms > limit)
+    out_of_range = finite & ((flat.amin(1) < 0) | (flat.amax(1) > 1))
+    bad = too_far | out_of_range | ~finite
+    if bool(bad.any()):
+        parts = []
+        if bool(too_far.any()):
+            worst = int(norms.masked_fill(~too_far, -1).argmax())
+            parts.append(f"{int(too_far.sum())} with a {norm} perturbation above eps={eps:g} (largest "
+                         f"{float(norms[worst]):.6g}, example {worst}; limit {limit:.6g})")
+        if bool(out_of_range.any()):
+            parts.append(f"{int(out_of_range.sum())} with values outside [0, 1] (min {float(flat[finite].min()):.6g}, "
+                         f"max {float(flat[finite].max()):.6g})")
+        if bool((~finite).any()):
+            parts.append(f"{int((~finite).sum())} with NaN or infinite values")
+        raise ValueError(f"{int(bad.sum())} of {len(x)} adversarial examples are outside the threat model ({norm}, "
+                         f"eps={eps:g}, images in [0, 1]): {'; '.join(parts)}. They are not counted as robust: "
+                         "the attack or the model is broken")
+    return norms
+
+
 def robust_accuracy_from_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
                                     eps: float, norm: str = EvalConfig.norm, y_adv: torch.Tensor | None = None,
                                     batch_size: int = EvalConfig.batch_size, device: torch.device | str = "cpu",
                                     clean: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
     """Robust accuracy from the adversarial examples AutoAttack returned.
 
-    An example is robust if the model classifies both ``x`` and ``x_adv`` correctly. An
-    ``x_adv`` outside the threat model (perturbation above ``eps`` beyond float rounding, outside
-    [0, 1], or NaN) is not an admissible attack: it is counted as not found and reported in
-    ``invalid_adversarial_examples``. ``y_adv`` (AutoAttack's predicted labels) is compared with
+    An example is robust if the model classifies both ``x`` and ``x_adv`` correctly. Every
+    ``x_adv`` must lie in the threat model (:func:`check_threat_model`): one that does not
+    raises ``ValueError`` naming the offending norm and count (``invalid_adversarial_examples``
+    is therefore always 0 in a result). ``y_adv`` (AutoAttack's predicted labels) is compared with
     the model's predictions on ``x_adv``: a mismatch means the model is not deterministic.
 
     Returns the summary dict and the per-example robust flags (bool, CPU).
     """
     eps, norm = check_eps(eps), check_norm(norm)
     device = torch.device(device)
-    if x_adv.shape != x.shape:
-        raise ValueError(f"adversarial examples have shape {tuple(x_adv.shape)}, the inputs {tuple(x.shape)}")
-    x_adv = x_adv.detach().cpu()
+    x_adv, x_cpu = x_adv.detach().cpu(), x.detach().cpu()
+    norms = check_threat_model(x_cpu, x_adv, eps=eps, norm=norm)
     adv_correct = torch.zeros(len(x), dtype=torch.bool)
     adv_pred = torch.zeros(len(x), dtype=torch.long)
-    finite = torch.isfinite(x_adv.flatten(1)).all(1)
-    safe = torch.where(finite.view(-1, *[1] * (x.dim() - 1)), x_adv, x.cpu())
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            pred = model_logits(model, safe[start:start + batch_size].to(device)).argmax(1).cpu()
+            pred = model_logits(model, x_adv[start:start + batch_size].to(device)).argmax(1).cpu()
             adv_pred[start:start + batch_size] = pred
             adv_correct[start:start + batch_size] = pred == y[start:start + batch_size]
     if clean is None:
         clean = correct_flags(model, x, y, batch_size=batch_size, device=device)
-    norms = _perturbation_norms(safe, x.cpu(), norm)
-    limit = eps * (1 + 1e-5) + 1e-6
-    in_range = (safe.flatten(1).amin(1) >= 0) & (safe.flatten(1).amax(1) <= 1)
-    valid = finite & (norms <= limit) & in_range
-    robust = clean & (adv_correct | ~valid)
+    robust = clean & adv_correct
     n = len(x)
     summary = {
         "accuracy": int(robust.sum()) / n,
         "robust_examples": int(robust.sum()),
         "n_examples": n,
         "accuracy_on_returned_examples": int(adv_correct.sum()) / n,
-        "invalid_adversarial_examples": int((~valid).sum()),
-        "max_perturbation": float(norms[finite].max()) if bool(finite.any()) else None,
+        "invalid_adversarial_examples": 0,
+        "max_perturbation": float(norms.max()) if n else None,
         "perturbation_norm": norm,
     }
     if y_adv is not None:
@@ -268,7 +295,7 @@ def autoattack_result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean:
         **summary,
         "clean_accuracy": int(clean.sum()) / n,
         "per_attack": breakdown,
-        "per_attack_consistent": standing == summary["robust_examples"] and summary["invalid_adversarial_examples"] == 0,
+        "per_attack_consistent": standing == summary["robust_examples"],
         "autoattack_warnings": handler.warnings,
         "python_warnings": run.python_warnings,
         "settings": settings,

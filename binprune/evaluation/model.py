@@ -19,8 +19,8 @@ from ..sparsity import sparsity_report
 from ..supermask import masked_tensors
 from .progress import ProgressReporter
 
-__all__ = ["prepare_model", "describe_model", "frozen_parameters", "preserved_modes", "seeded_rng", "model_logits",
-           "correct_flags"]
+__all__ = ["prepare_model", "describe_model", "output_warnings", "frozen_parameters", "preserved_modes", "seeded_rng",
+           "model_logits", "correct_flags"]
 
 
 def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +98,25 @@ def prepare_model(model: nn.Module, probe: torch.Tensor, *, device: torch.device
     diff = (reference - candidate).abs().max().item() if reference.shape == candidate.shape else float("nan")
     info.update(form="supermask", reason=f"finalized outputs differ (max abs diff {diff:.3g}); kept the masked model")
     return model, info
+
+
+def output_warnings(model: nn.Module, probe: torch.Tensor, device: torch.device) -> list[str]:
+    """What makes gradient-based attacks unreliable on this model, found on ``probe``: a random
+    forward (two passes disagree) or probability outputs (a saturated softmax masks gradients).
+    Checked for every evaluation, whichever attacks run."""
+    probe = probe.to(device)
+    with torch.no_grad(), torch.random.fork_rng(devices=rng_devices(device)):
+        first, second = model_logits(model, probe), model_logits(model, probe)
+    found = []
+    if first.shape != second.shape or not torch.equal(first, second):
+        diff = (first - second).abs().max().item() if first.shape == second.shape else float("nan")
+        found.append(f"the model is random: the same inputs gave different outputs (max abs difference {diff:.3g}); "
+                     "attack results are unreliable: make the forward deterministic or use an EOT attack")
+    if first.dim() == 2 and bool(((first >= 0) & (first <= 1)).all()) \
+            and bool(torch.allclose(first.sum(1), torch.ones(len(first), device=first.device), atol=1e-4)):
+        found.append("the model outputs probabilities (rows in [0, 1] summing to 1), not logits: a saturated softmax "
+                     "masks gradients; return the logits instead")
+    return found
 
 
 def describe_model(model: nn.Module, info: dict) -> dict:

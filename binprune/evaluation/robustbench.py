@@ -260,7 +260,7 @@ def run_robustbench_protocol(
     if not isinstance(model_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", model_name):
         raise ValueError(f"model_name must be a file-name-safe name like 'Binprune2024_WRN-28-10', got {model_name!r}")
     standard = STANDARD_EPS[(dataset, threat_model)]
-    eps = standard if eps is None else check_eps(eps)
+    eps = standard if eps is None else check_eps(eps, user_linf=threat_model == "Linf")
     check_positive_int(number_forward_passes, "number_forward_passes")
     dev = resolve_device(device)
     summary = _model_summary(model)

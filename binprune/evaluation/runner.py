@@ -24,7 +24,7 @@ from ..results import AttackResult, EvalReport
 from ..utils import resolve_device
 from ..views import evaluation_tensors
 from .attacks import ATTACKS, AttackContext, check_attacks
-from .model import describe_model, frozen_parameters, prepare_model, preserved_modes
+from .model import describe_model, frozen_parameters, output_warnings, prepare_model, preserved_modes
 from .progress import ProgressCallback, ProgressReporter
 from .validation import check_eps, check_norm, check_positive_int, check_seed, with_settings
 
@@ -39,7 +39,8 @@ def eval_config(config: EvalConfig | None = None, **settings: Any) -> EvalConfig
     cfg = with_settings(EvalConfig, config, settings, "evaluation")
     if cfg.eps is None:
         raise ValueError("no attack budget: pass eps (in pixel units, e.g. 8/255 for L-inf, 0.5 for L2)")
-    eps, norm = check_eps(cfg.eps), check_norm(cfg.norm)
+    norm = check_norm(cfg.norm)
+    eps = check_eps(cfg.eps, user_linf=norm == "Linf")
     names = check_attacks(cfg.attacks)
     check_positive_int(cfg.batch_size, "batch_size")
     check_positive_int(cfg.pgd_steps, "pgd_steps")
@@ -115,6 +116,7 @@ def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, d
     with preserved_modes(model):
         eval_model, model_info = prepare_model(model, x[:cfg.batch_size], device=dev, fast=cfg.fast)
         describe_model(model, model_info)
+        model_info["warnings"] = output_warnings(eval_model, x[:cfg.batch_size], dev)
         with frozen_parameters(eval_model):
             ctx = AttackContext(model=eval_model, x=x, y=y, config=cfg, device=dev, progress=reporter)
             results = _run_attacks(ctx, cfg.attacks)

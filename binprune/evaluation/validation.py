@@ -10,19 +10,22 @@ import dataclasses
 import math
 from typing import Any, Mapping, TypeVar
 
-from ..config import NORMS
+from ..config import NORMS, check_linf_eps
 
 __all__ = ["check_eps", "check_norm", "check_positive_int", "check_fraction", "check_seed", "with_settings"]
 
 C = TypeVar("C")
 
 
-def check_eps(eps: Any, name: str = "eps") -> float:
-    """A budget: a finite number >= 0, as a float."""
+def check_eps(eps: Any, name: str = "eps", *, user_linf: bool = False) -> float:
+    """A budget: a finite number >= 0, as a float. ``user_linf``: a budget the user gave for the
+    L-inf threat model, which above 1 was meant in 0-255 units and is refused with a hint."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
         raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}")
     if eps < 0:
         raise ValueError(f"{name} must be >= 0, got {eps}")
+    if user_linf:
+        check_linf_eps(eps, name)
     return float(eps)
 
 

@@ -47,16 +47,19 @@ from ..config import CompareConfig, TrainConfig, config_from_dict, load_preset
 from ..config import list_presets as list_config_presets
 from ..data import load_dataset
 from ..evaluation import evaluate
+from ..evaluation.runner import package_versions
 from ..loading import load_model
 from ..methods import Method, Outcome, Phase, count_params, get_method, list_methods, weight_counts, weight_sparsity
 from ..methods.dense import width_factor_for_ratio
 from ..models import create_model
-from ..results import ComparisonRow, EvalReport
+from ..results import ComparisonRow, EvalReport, accuracy_interval, git_commit
+from ..stats import INTERVAL_METHOD, PAIRED_TEST, exact_mcnemar, holm
 from ..training import train
 from ..utils import atomic_write_bytes, resolve_device, write_json
 from ..views import ExampleView, select_examples
 
-__all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table"]
+__all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table",
+           "table_statistics", "REFERENCE_METHOD", "PAIRED_ATTACKS", "ALPHA"]
 
 DEFAULT_METHODS = (
     "at-fp", "at-binary", "at-fp-small", "at-binary-small",
@@ -286,22 +289,141 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{int(value):,}"
     if kind == "s":
         return f"{value:.0f}"
+    if kind == "p":
+        return f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
     return str(value)
 
 
-def _markdown(header: dict, rows: Sequence[dict]) -> str:
+# --- statistics ----------------------------------------------------------------------------------
+
+#: The row every other method is tested against (the first ``binprune-*`` row when it is absent).
+REFERENCE_METHOD = "binprune-p0.1"
+#: Attacks whose per-example robust flags are compared, and the family-wise error rate of a table.
+PAIRED_ATTACKS = ("pgd", "autoattack")
+ALPHA = 0.05
+_NO_FLAGS = "no per-example flags (row written by an older binprune): n/a"
+
+
+def _reference_method(rows: Sequence[dict]) -> str | None:
+    methods = [r["method"] for r in rows]
+    if REFERENCE_METHOD in methods:
+        return REFERENCE_METHOD
+    return next((m for m in methods if m.startswith("binprune")), None)
+
+
+def _row_examples(row: dict, header: Mapping[str, Any]) -> int | None:
+    """Evaluated examples of a row: its own record, else the table's class counts (older rows)."""
+    if row.get("n_examples"):
+        return int(row["n_examples"])
+    counts = header.get("data", {}).get("eval_class_counts")
+    return int(sum(counts)) if counts else None
+
+
+def _with_intervals(row: dict, header: Mapping[str, Any]) -> dict:
+    """``row`` with ``n_examples`` and the 95% Wilson interval of each accuracy (``None``: unknown n)."""
+    n = _row_examples(row, header)
+    intervals = {k: (accuracy_interval(round(v * n), n) if n and v is not None else None)
+                 for k, v in row["accuracy"].items()}
+    return {**row, "n_examples": n, "interval95": intervals}
+
+
+def _paired(method: str, attack: str, ours: Sequence[int] | None, theirs: Sequence[int] | None) -> dict:
+    """One exact McNemar comparison of ``method`` with the reference (``n/a`` without flags)."""
+    entry: dict[str, Any] = {"method": method, "attack": attack}
+    if ours is None or theirs is None:
+        return {**entry, "p_value": None, "p_holm": None, "significant": None, "note": _NO_FLAGS}
+    if len(ours) != len(theirs):
+        return {**entry, "p_value": None, "p_holm": None, "significant": None,
+                "note": f"flags of {len(ours)} and {len(theirs)} examples: not the same examples, n/a"}
+    test = exact_mcnemar(ours, theirs)
+    return {**entry, "method_only_robust": test["b"], "reference_only_robust": test["c"], "n_examples": test["n"],
+            "accuracy_difference": (test["b"] - test["c"]) / test["n"] if test["n"] else 0.0,
+            "p_value": test["p_value"], "p_holm": None, "significant": None}
+
+
+def table_statistics(rows: Sequence[Mapping[str, Any]], flags: Mapping[str, Mapping[str, Sequence[int]]],
+                     alpha: float = ALPHA) -> dict:
+    """Paired tests of every method against the binprune reference row, on the same examples.
+
+    For each other row and each attack of :data:`PAIRED_ATTACKS`: the exact McNemar test on the
+    two per-example robust flag vectors; the p-values of the table are Holm-corrected together
+    (one family), and ``significant`` is the Holm decision at ``alpha``. Rows without flags get
+    ``p_value: None`` ("n/a") and are left out of the correction.
+    """
+    reference = _reference_method(rows)
+    out: dict[str, Any] = {"interval_method": INTERVAL_METHOD, "paired_test": PAIRED_TEST,
+                           "correction": "Holm (step-down) over all the comparisons of this table", "alpha": alpha,
+                           "reference": reference, "attacks": list(PAIRED_ATTACKS), "comparisons": [], "n_tested": 0}
+    if reference is None:
+        out["note"] = "no binprune row: no paired comparisons"
+        return out
+    ref_flags = flags.get(reference, {})
+    comparisons = [_paired(r["method"], attack, flags.get(r["method"], {}).get(attack), ref_flags.get(attack))
+                   for r in rows if r["method"] != reference for attack in PAIRED_ATTACKS]
+    tested = [c for c in comparisons if c["p_value"] is not None]
+    if tested:
+        corrected = holm([c["p_value"] for c in tested], alpha)
+        for entry, adjusted, reject in zip(tested, corrected["adjusted"], corrected["reject"]):
+            entry["p_holm"], entry["significant"] = adjusted, reject
+    out["comparisons"], out["n_tested"] = comparisons, len(tested)
+    return out
+
+
+def _statistics_notes(stats: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
+    ns = sorted({r["n_examples"] for r in rows if r.get("n_examples")})
+    notes = [f"Intervals: each accuracy with its 95% Wilson score interval (n = {', '.join(map(str, ns)) or 'n/a'} "
+             "test images), as [low-high]."]
+    reference = stats.get("reference")
+    if reference is None:
+        return notes + ["Paired tests: n/a (no binprune row to compare with)."]
+    label = next((r["label"] for r in rows if r["method"] == reference), reference)
+    if not stats["n_tested"]:
+        return notes + [f"Paired tests against {label}: n/a (no per-example robust flags in these rows; "
+                        "results written by binprune before they were recorded)."]
+    return notes + [
+        f"Paired tests: each method against {label} on the same test images, exact McNemar test (two-sided "
+        "binomial test on the images where exactly one of the two is robust) on the per-example robust flags "
+        f"of PGD-20 and of AutoAttack; p-values Holm-corrected over the table's {stats['n_tested']} comparisons; "
+        f"* marks a difference significant at alpha = {stats['alpha']:g} after the correction. Per-example flags: "
+        "methods/NAME.json, evaluation.attacks.<attack>.robust_flags."]
+
+
+def _p_cell(stats: Mapping[str, Any], method: str) -> str:
+    if method == stats.get("reference"):
+        return "reference"
+    found = {c["attack"]: c for c in stats.get("comparisons", []) if c["method"] == method}
+    if all(c.get("p_holm") is None for c in found.values()):
+        return "n/a"
+    return " / ".join(_fmt(found[a].get("p_holm"), "p") + ("*" if found[a].get("significant") else "")
+                      if a in found else "n/a" for a in PAIRED_ATTACKS)
+
+
+def _acc_cell(row: dict, key: str, stats: Mapping[str, Any]) -> str:
+    value, interval = row["accuracy"].get(key), (row.get("interval95") or {}).get(key)
+    text = _fmt(value, "acc")
+    if any(c["method"] == row["method"] and c["attack"] == key and c.get("significant")
+           for c in stats.get("comparisons", [])):
+        text += "*"
+    return text + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
+
+
+def _markdown(header: dict, rows: Sequence[dict], stats: Mapping[str, Any] | None = None) -> str:
+    stats = stats or {}
+    reference = stats.get("reference")
     lines = [f"# binprune compare: {header['preset']}", "",
-             "| method | pruning strategy | weights | sparsity | clean | PGD-20 | AutoAttack | stored size (bytes) | train time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | pruning strategy | weights | sparsity | clean | PGD-20 | AutoAttack | stored size (bytes) | "
+             f"train time (s) | vs {reference or 'binprune'}: Holm p, PGD-20 / AutoAttack |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sparsity = f"{r['sparsity']:.4f}"
         if r.get("params_ratio") is not None:
             sparsity += f" ({r['params_ratio']:.2%} of full params)"
-        a = r["accuracy"]
-        lines.append(f"| {r['label']} | {r['strategy']} | {r['precision']} | {sparsity} | {_fmt(a.get('clean'), 'acc')} | "
-                     f"{_fmt(a.get('pgd'), 'acc')} | {_fmt(a.get('autoattack'), 'acc')} | "
-                     f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} |")
-    lines += ["", "Notes:", ""] + [f"- {n}" for n in header.get("notes", [])]
+        accuracies = " | ".join(_acc_cell(r, key, stats) for key in ("clean", "pgd", "autoattack"))
+        lines.append(f"| {r['label']} | {r['strategy']} | {r['precision']} | {sparsity} | {accuracies} | "
+                     f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} | "
+                     f"{_p_cell(stats, r['method'])} |")
+    notes = list(header.get("notes", [])) + (_statistics_notes(stats, rows) if stats else [])
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     flagged = [(r["label"], w) for r in rows for w in r.get("autoattack_warnings", [])]
     if flagged:
         lines += ["", "AutoAttack's own reliability flags (see its flags_doc.md):", ""]
@@ -312,23 +434,29 @@ def _markdown(header: dict, rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[ComparisonRow | Mapping[str, Any]]) -> dict:
+def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[ComparisonRow | Mapping[str, Any]],
+                flags: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> dict:
     """Write ``table.json``, ``table.md`` and ``table.png`` into ``out_dir``; returns the table
     (the content of ``table.json``). ``rows`` are :class:`binprune.results.ComparisonRow` (or
-    their ``to_dict()`` form)."""
+    their ``to_dict()`` form); ``flags`` maps a method to ``{attack: per-example robust flags}``
+    for the paired tests (:func:`table_statistics`; without flags they read "n/a")."""
     out = Path(out_dir)
-    plain = [r.to_dict() if isinstance(r, ComparisonRow) else dict(r) for r in rows]
-    table = {**header, "rows": plain, "units": {
-        "accuracy": "fraction of the evaluated examples, in [0, 1]", "stored_bytes": "bytes",
-        "train_seconds": "seconds", "sparsity": "fraction of conv / linear weights that are zero"}}
+    plain = [_with_intervals(r.to_dict() if isinstance(r, ComparisonRow) else dict(r), header) for r in rows]
+    stats = table_statistics(plain, flags or {})
+    table = {**header, "rows": plain, "statistics": stats, "units": {
+        "accuracy": "fraction of the evaluated examples, in [0, 1]",
+        "interval95": "[low, high]: 95% Wilson score interval of the accuracy", "stored_bytes": "bytes",
+        "train_seconds": "seconds", "sparsity": "fraction of conv / linear weights that are zero",
+        "p_value": "exact McNemar test against the reference row; p_holm: Holm-corrected over the table"}}
     write_json(out / "table.json", table)
-    atomic_write_bytes(out / "table.md", _markdown(header, plain).encode())
+    atomic_write_bytes(out / "table.md", _markdown(header, plain, stats).encode())
     _bar_chart(plain, out / "table.png", header["preset"])
     return table
 
 
 def _bar_chart(rows: Sequence[dict], path: Path, title: str) -> None:
-    """Clean / PGD / AutoAttack accuracy per method as horizontal bars (written atomically)."""
+    """Clean / PGD / AutoAttack accuracy per method as horizontal bars with their 95% intervals
+    (written atomically)."""
     from matplotlib.figure import Figure
 
     if not rows:
@@ -339,12 +467,16 @@ def _bar_chart(rows: Sequence[dict], path: Path, title: str) -> None:
     ax = fig.subplots()
     for i, (key, name) in enumerate(series):
         values = [r["accuracy"].get(key) or 0.0 for r in rows]
-        ax.barh([j + (i - 1) * height for j in range(len(rows))], values, height=height, label=name)
+        intervals = [(r.get("interval95") or {}).get(key) for r in rows]
+        errors = [[v - iv[0] if iv else 0.0 for v, iv in zip(values, intervals)],
+                  [iv[1] - v if iv else 0.0 for v, iv in zip(values, intervals)]]
+        ax.barh([j + (i - 1) * height for j in range(len(rows))], values, height=height, label=name,
+                xerr=[[max(e, 0.0) for e in side] for side in errors], error_kw={"elinewidth": 0.6, "capsize": 1.5})
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy")
+    ax.set_xlabel("accuracy (bars: 95% Wilson intervals)")
     ax.set_title(f"binprune compare: {title}")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -389,18 +521,24 @@ def _header(config: CompareConfig, runner: Runner, methods: Sequence[Method], da
                  "params_full": full_params}
     return {"preset": config.name, "description": config.description, "settings": config.protocol(),
             "overrides": overridden, "data": data_info, "device": str(device),
+            "versions": {**package_versions(), **git_commit()},
             "notes": _notes(config, data_info, small, full_params)}
 
 
-def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[ComparisonRow], list[str]]:
-    rows, pending = [], []
+def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[ComparisonRow], list[str], dict]:
+    """The finished rows, the pending methods, and each finished method's per-example robust
+    flags ``{method: {attack: flags}}`` (absent in files written before flags were recorded)."""
+    rows, pending, flags = [], [], {}
     for name in names:
         path = methods_dir / f"{name}.json"
         if path.is_file():
-            rows.append(ComparisonRow.from_dict(json.loads(path.read_text())["row"]))
+            saved = json.loads(path.read_text())
+            rows.append(ComparisonRow.from_dict(saved["row"]))
+            attacks = saved.get("evaluation", {}).get("attacks", {})
+            flags[name] = {a: r["robust_flags"] for a, r in attacks.items() if r.get("robust_flags") is not None}
         else:
             pending.append(name)
-    return rows, pending
+    return rows, pending, flags
 
 
 def _measure(name: str, method: Method, outcome: Outcome, report: EvalReport, eval_seconds: float) -> ComparisonRow:
@@ -413,6 +551,7 @@ def _measure(name: str, method: Method, outcome: Outcome, report: EvalReport, ev
         phases=[{"name": ph["name"], "seconds": ph["seconds"], "selected_epoch": ph["selected_epoch"]}
                 for ph in outcome.phases],
         params_ratio=outcome.extra.get("params_ratio"), autoattack_warnings=_autoattack_warnings(report),
+        n_examples=report.n_examples,
     )
 
 
@@ -485,11 +624,11 @@ def compare(
             continue
         log(f"[{i}/{len(names)}] {name}: {get_method(name).label}")
         _run_method(name, runner, x_eval, y_eval, path)
-        rows, pending = _collect_rows(names, methods_dir)
-        write_table(out, {**header, "pending_methods": pending}, rows)
+        rows, pending, flags = _collect_rows(names, methods_dir)
+        write_table(out, {**header, "pending_methods": pending}, rows, flags)
 
-    rows, pending = _collect_rows(names, methods_dir)
+    rows, pending, flags = _collect_rows(names, methods_dir)
     header["run_seconds_this_invocation"] = time.perf_counter() - started
-    table = write_table(out, {**header, "pending_methods": pending}, rows)
+    table = write_table(out, {**header, "pending_methods": pending}, rows, flags)
     log(f"wrote {out / 'table.md'}, {out / 'table.json'}, {out / 'table.png'}")
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
@@ -16,7 +17,9 @@ from torchattacks.attack import Attack
 from ..adversary import rng_devices
 from ..config import TrainConfig
 from ..results import TrainResult
-from ..utils import resolve_device
+from ..utils import atomic_write_bytes, resolve_device
+from .distributed import dist_info
+from .runfolder import RunFolder
 from .trainer import StepHook, Trainer, TrainerOptions
 
 __all__ = ["train", "resolve_train_config"]
@@ -66,10 +69,12 @@ def train(
     test_data: Any = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     device: str | torch.device = "auto",
     progress: bool | str = True,
     step_hook: StepHook | None = None,
     extra_config: dict[str, Any] | None = None,
+    run_files: dict[str, bytes] | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Adversarially train ``model``'s trainable parameters (the scores of a supermask model).
@@ -86,13 +91,19 @@ def train(
             PGD-``test_pgd_steps`` accuracy on the first ``test_examples`` examples (classes
             interleaved when the data is stored sorted by class).
         out_dir: where ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.json``,
-            ``config.json`` and ``curves.png`` go; ``None`` writes nothing.
-        resume: continue from ``out_dir/last.pt`` (same settings required).
+            ``config.json`` and ``curves.png`` go; ``None`` writes nothing. The folder must be new,
+            empty or a binprune run; the run holds a lock on it while it writes (see
+            :mod:`binprune.training.runfolder`).
+        resume: continue from ``out_dir/last.pt`` (same settings and data required).
+        overwrite: replace the run in ``out_dir`` (its own files only); without ``resume`` or
+            ``overwrite``, a folder holding a run's checkpoints is refused.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         progress: ``True``: progress bars and one line per epoch; ``"epochs"``: the lines only;
             ``False``: silent.
         step_hook: called after every optimizer step (methods use it for projections).
         extra_config: plain values recorded with the config (and checked on resume).
+        run_files: more files to write into ``out_dir`` once the run holds it (the CLI's
+            ``config.yaml``), as ``{name: content}``.
 
     Returns:
         :class:`binprune.results.TrainResult`: the model (best validation epoch), its test
@@ -113,5 +124,11 @@ def train(
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     options = TrainerOptions(out_dir=Path(out_dir) if out_dir else None, resume=resume, device=dev, progress=progress,
                              attack=custom_attack, step_hook=step_hook, extra_config=extra)
-    with torch.random.fork_rng(devices=rng_devices(dev)):
+    folder = RunFolder(out_dir, resume=resume, overwrite=overwrite) if out_dir and dist_info()[0] == 0 else None
+    if folder is not None:
+        folder.check()  # before any work: a folder we may not write into is refused at once
+    with folder if folder is not None else contextlib.nullcontext(), torch.random.fork_rng(devices=rng_devices(dev)):
+        if folder is not None:
+            for name, content in (run_files or {}).items():
+                atomic_write_bytes(folder.path / name, content)
         return Trainer(model, train_data, test_data, cfg, options).run()

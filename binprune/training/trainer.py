@@ -15,6 +15,7 @@ and only rank 0 writes files.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,12 +33,16 @@ from ..data import num_batches
 from ..results import EvalReport, TrainResult
 from ..sparsity import sparsity_report
 from ..utils import atomic_write_bytes, stable_seed, write_json
-from ..views import ExampleView, as_view
+from ..views import ExampleView, as_view, fingerprint
 from .curves import write_curves
 from .distributed import dist_info
 from .schedule import learning_rate
 
-__all__ = ["StepHook", "Trainer", "TrainerOptions"]
+__all__ = ["StepHook", "Trainer", "TrainerOptions", "TrainingDiverged"]
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the trained parameters became NaN or infinite: training stopped."""
 
 
 class StepHook(Protocol):
@@ -102,6 +107,8 @@ class Trainer:
             raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
         self._t0 = time.perf_counter()
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._step_seconds: list[float] = []
+        self._every = config.checkpoint_every  # 0 until derived from checkpoint_seconds
         self._setup_data(train_data, test_data)
         self._setup_model()
         self._setup_attack(options.attack)
@@ -120,6 +127,8 @@ class Trainer:
         full = as_view(train_data, "train_data").random_subset(cfg.train_examples, cfg.seed, "subset")
         self.train_view, self.val = full.split(cfg.val_fraction, cfg.seed, "val")
         self.test = as_view(test_data, "test_data") if test_data is not None else None
+        self.data_record = {"source": str(getattr(train_data, "source", "") or type(train_data).__name__),
+                            "n_examples": len(self.train_view), "sha256": fingerprint(self.train_view)}
         self.augment = cfg.augment or getattr(train_data, "augment", "none")
         self.per_rank_batch = max(2, cfg.batch_size // self.world)
         self.steps_per_epoch = num_batches(len(self.train_view), self.per_rank_batch, world_size=self.world,
@@ -160,7 +169,8 @@ class Trainer:
 
     def config_record(self) -> dict[str, Any]:
         """What the run's result depends on: the config, the caller's extras and the process count."""
-        return {**self.config.record(), **self.options.extra_config, "world_size": self.world}
+        return {**self.config.record(), **self.options.extra_config, "world_size": self.world,
+                "train_data": self.data_record}
 
     def _state(self) -> dict[str, Any]:
         sums = [dict(self.sums)]
@@ -255,22 +265,41 @@ class Trainer:
             group["lr"] = lr
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.model.train()
-        x_adv = self._adversarial_examples(x, y, idx)
-        self.model.train()
-        forward = self.ddp if self.ddp is not None else self.model
-        loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
+        try:
+            x_adv = self._adversarial_examples(x, y, idx)
+            self.model.train()
+            forward = self.ddp if self.ddp is not None else self.model
+            loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
+        except (IndexError, RuntimeError) as exc:
+            if "out of bounds" not in str(exc):
+                raise
+            raise ValueError(f"a label of the training data ({int(y.max())} in this batch) is out of range for the "
+                             "model's logits: build the model with num_classes >= the dataset's class count") from exc
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self._diverged(f"the loss is {loss_value}", lr)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            self._diverged("a trained parameter is no longer finite", lr)
         self.global_step += 1
         if self.step_hook is not None:
             self.step_hook(self.model, self.global_step)
         s = self.sums
-        s["loss"] += float(loss.detach()) * len(y)
+        s["loss"] += loss_value * len(y)
         s["adv_correct"] += int((logits_adv.detach().argmax(1) == y).sum())
         s["clean_correct"] += clean_correct
         s["clean_seen"] += clean_seen
         s["seen"] += len(y)
+
+    def _diverged(self, what: str, lr: float) -> None:
+        last = self.out_dir / "last.pt" if self.out_dir is not None else None
+        where = (f"the last good checkpoint is {last} (epoch {self.epoch + 1 if self.next_batch else self.epoch}, "
+                 "as saved)" if last is not None and last.is_file() else "no checkpoint was written")
+        raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step + 1}: {what} "
+                               f"(learning rate {lr:g}); {where}. Lower the learning rate and start again")
+
 
     # -- evaluation --
 
@@ -310,7 +339,9 @@ class Trainer:
                                           rank=self.rank, world_size=self.world, drop_last=True,
                                           start_batch=self.next_batch, augment=self.augment)
         for x, y, idx in batches:
+            t_step = time.perf_counter()
             self._train_step(x, y, idx, self.next_batch)
+            self._derive_checkpoint_interval(time.perf_counter() - t_step)
             self.next_batch += 1
             if bar is not None:
                 s = self.sums
@@ -318,12 +349,24 @@ class Trainer:
                 bar.set_postfix(loss=f"{s['loss'] / s['seen']:.3f}", adv=f"{s['adv_correct'] / s['seen']:.3f}",
                                 clean=f"{s['clean_correct'] / max(s['clean_seen'], 1):.3f}", img_s=f"{rate:.0f}")
                 bar.update(1)
-            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
-                    and self.next_batch < self.steps_per_epoch:
+            if self._every and self.global_step % self._every == 0 and self.next_batch < self.steps_per_epoch:
                 self._save_last()
         if bar is not None:
             bar.close()
         self._end_epoch(time.perf_counter() - t_epoch, (self.sums["seen"] - seen_at_start) * self.world)
+
+    def _derive_checkpoint_interval(self, seconds: float, measured_steps: int = 5) -> None:
+        """With ``checkpoint_seconds``: after the first steps of this process, checkpoint every N
+        steps, N = checkpoint_seconds / mean step time (the slowest process's, when distributed)."""
+        if self._every or not self.config.checkpoint_seconds:
+            return
+        self._step_seconds.append(seconds)
+        if len(self._step_seconds) < measured_steps:
+            return
+        mean = torch.tensor(sum(self._step_seconds) / len(self._step_seconds), dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(mean, op=dist.ReduceOp.MAX)
+        self._every = max(1, int(self.config.checkpoint_seconds / max(float(mean), 1e-6)))
 
     def _epoch_sums(self) -> dict[str, float]:
         sums = dict(self.sums)

@@ -1,0 +1,333 @@
+"""Sparse inference: Conv/Linear layers whose cost follows their kept weights.
+
+A 99%-sparse binprune layer keeps ~1% of its weights, each +1 or -1 (times a per-channel scale
+once batch norms are folded). :func:`sparsify` swaps each ``nn.Conv1d``, ``nn.Conv2d`` and
+``nn.Linear`` of a model for a subclass (:class:`SparseConv1d`, :class:`SparseConv2d`,
+:class:`SparseLinear`) with the same parameters and ``state_dict`` whose forward runs the
+direct sparse kernel of :mod:`binprune.deploy.kernels` (one fused multiply-add per kept weight
+over all output positions of the batch) where the :class:`SparseRule` predicts it to be faster,
+and PyTorch's dense kernel otherwise. The choice is made per layer and per input shape, from the
+layer's kept-weight count and shape alone (deterministic, no timing at run time), and cached.
+
+The dense kernel also runs when the kernel is unavailable (see :mod:`binprune.deploy.kernels`),
+for inputs that are not float32 on the CPU, when autograd needs the graph, and under tracing or
+``torch.compile`` (so ONNX export and compilation see standard ``Conv``/``Gemm`` layers).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from .kernels import load_sparse_kernels
+
+__all__ = [
+    "SparseRule", "DEFAULT_RULE", "LayerShape", "SparseConv1d", "SparseConv2d", "SparseLinear",
+    "sparsify", "densify", "sparse_plan", "SPARSE_LAYERS",
+]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What the cost of a layer depends on: its shape and its number of kept weights."""
+
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, bottom, left, right
+    dilation: tuple[int, int]
+    kept: int  # non-zero weights
+
+    @property
+    def weights(self) -> int:
+        return self.out_channels * (self.in_channels // self.groups) * self.kernel[0] * self.kernel[1]
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.weights if self.weights else 0.0
+
+    def work(self, n: int, h: int, w: int) -> dict[str, int]:
+        """Per call on ``n`` images of ``h x w``: dense multiply-adds, the sparse kernel's
+        multiply-adds (kept weights times the positions it computes, padding included) and the
+        values it moves (input copied into its padded buffer, output written)."""
+        (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        hp, wp = h + pt + pb, w + pl + pr
+        ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+        phases = len({((ky * dh) % sh, (kx * dw) % sw) for ky in range(kh) for kx in range(kw)})
+        positions = n * math.ceil(hp / sh) * math.ceil(wp / sw)
+        outputs = n * self.out_channels * max(ho, 0) * max(wo, 0)
+        return {"dense_macs": outputs * (self.in_channels // self.groups) * kh * kw,
+                "sparse_macs": self.kept * positions,
+                "moved": self.in_channels * phases * positions + outputs,
+                "outputs": outputs}
+
+
+@dataclass(frozen=True)
+class SparseRule:
+    """Use the sparse kernel when its predicted time is below ``margin`` times the dense one's.
+
+    Predicted seconds (one thread): sparse = ``sparse_call + sparse_mac * sparse_macs +
+    sparse_move * moved``; dense = ``dense_call + dense_mac * dense_macs`` (see
+    :meth:`LayerShape.work`). Only the ratio matters, so the rule depends on the layer's density
+    and shape and the batch and image size, not on the machine's current load. The constants of
+    :data:`DEFAULT_RULE` are fitted by ``benchmarks/inference.py`` (``calibration`` in its JSON).
+    """
+
+    sparse_call: float
+    sparse_mac: float
+    sparse_move: float
+    dense_call: float
+    dense_mac: float
+    margin: float = 0.9
+
+    def predict(self, layer: LayerShape, n: int, h: int, w: int) -> tuple[float, float]:
+        """``(sparse seconds, dense seconds)`` predicted for one call."""
+        work = layer.work(n, h, w)
+        sparse = self.sparse_call + self.sparse_mac * work["sparse_macs"] + self.sparse_move * work["moved"]
+        dense = self.dense_call + self.dense_mac * work["dense_macs"]
+        return sparse, dense
+
+    def use_sparse(self, layer: LayerShape, n: int, h: int, w: int) -> bool:
+        sparse, dense = self.predict(layer, n, h, w)
+        return sparse < self.margin * dense
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+# The one place the rule's constants live. Fitted by `python benchmarks/inference.py` (its JSON,
+# "calibration") on the 2-core x86-64 machine of the README (AVX-512, PyTorch 2.15, one thread).
+DEFAULT_RULE = SparseRule(sparse_call=2.0e-5, sparse_mac=6.0e-11, sparse_move=1.5e-9,
+                          dense_call=2.0e-5, dense_mac=2.0e-11, margin=0.9)
+
+
+class _SparseKernel:
+    """Mixin: the kept weights in the kernel's layout, rebuilt when the weight changes."""
+
+    rule: SparseRule
+
+    def _setup_sparse(self, rule: SparseRule) -> None:
+        self.rule = rule
+        self._decisions: dict[tuple[int, ...], bool] = {}
+        self._csr_version = -1
+        self._refresh()
+
+    def _refresh(self) -> None:
+        weight = self.weight.detach()
+        w4 = weight.reshape(weight.shape[0], weight.shape[1], *self._kernel_hw())
+        nz = w4.nonzero()  # row-major: sorted by output channel, then input channel, then tap
+        counts = torch.bincount(nz[:, 0], minlength=w4.shape[0]) if len(nz) else torch.zeros(w4.shape[0], dtype=torch.long)
+        rowptr = torch.zeros(w4.shape[0] + 1, dtype=torch.int64, device=weight.device)
+        rowptr[1:] = counts.cumsum(0)
+        groups = getattr(self, "groups", 1)
+        channel = (nz[:, 0] // (w4.shape[0] // groups)) * w4.shape[1] + nz[:, 1]
+        for name, value in (("sparse_rowptr", rowptr), ("sparse_channel", channel.to(torch.int32)),
+                            ("sparse_ky", nz[:, 2].to(torch.int32)), ("sparse_kx", nz[:, 3].to(torch.int32)),
+                            ("sparse_values", w4[tuple(nz.T)].to(torch.float32).contiguous())):
+            self.register_buffer(name, value, persistent=False)
+        self.layer_shape = ls = self._layer_shape(len(nz))
+        self._kernel_args = (self.sparse_rowptr, self.sparse_channel, self.sparse_ky, self.sparse_kx, self.sparse_values)
+        self._geometry_args = (list(ls.kernel), list(ls.stride), list(ls.padding), list(ls.dilation))
+        self._decisions.clear()
+        self._csr_version = self.weight._version
+
+    def refresh(self) -> None:
+        """Rebuild the kernel's copy of the weights (needed only after writing to ``weight.data``,
+        which PyTorch's version counter does not see; in-place writes to ``weight`` are seen)."""
+        self._refresh()
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _layer_shape(self, kept: int) -> LayerShape:
+        raise NotImplementedError
+
+    def _wants_sparse(self, x: torch.Tensor, n: int, h: int, w: int) -> bool:
+        if x.dtype != torch.float32 or x.device.type != "cpu" or (
+                torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return False
+        if self._csr_version != self.weight._version:
+            self._refresh()
+        key = (n, h, w)
+        choice = self._decisions.get(key)
+        if choice is None:
+            choice = self._decisions[key] = (self.rule.use_sparse(self.layer_shape, n, h, w)
+                                             and self.weight.device.type == "cpu" and load_sparse_kernels())
+        return choice
+
+    def _run(self, x4: torch.Tensor) -> torch.Tensor:
+        bias = self.bias
+        if bias is not None and (bias.dtype != torch.float32 or bias.requires_grad):
+            bias = bias.detach().to(torch.float32)
+        return torch.ops.binprune_sparse.conv2d(x4, *self._kernel_args, bias, *self._geometry_args)
+
+
+def _padding_1d(conv: nn.modules.conv._ConvNd, dim: int) -> tuple[int, int]:
+    """Explicit (before, after) zero padding of ``conv`` along spatial axis ``dim``."""
+    if conv.padding == "valid":
+        return 0, 0
+    if conv.padding == "same":
+        total = conv.dilation[dim] * (conv.kernel_size[dim] - 1)
+        return total // 2, total - total // 2  # PyTorch puts the odd pixel after
+    return conv.padding[dim], conv.padding[dim]
+
+
+class SparseConv2d(_SparseKernel, nn.Conv2d):
+    """``nn.Conv2d`` whose forward runs the sparse kernel where :attr:`rule` says it is faster."""
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return self.kernel_size[0], self.kernel_size[1]
+
+    def _layer_shape(self, kept: int) -> LayerShape:
+        (pt, pb), (pl, pr) = _padding_1d(self, 0), _padding_1d(self, 1)
+        return LayerShape(self.in_channels, self.out_channels, self.groups, tuple(self.kernel_size),
+                          tuple(self.stride), (pt, pb, pl, pr), tuple(self.dilation), kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self._wants_sparse(x, x.shape[0], x.shape[2], x.shape[3]):
+            return self._run(x)
+        return super().forward(x)
+
+
+class SparseConv1d(_SparseKernel, nn.Conv1d):
+    """``nn.Conv1d`` on the sparse kernel (as a convolution over images of height 1)."""
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return 1, self.kernel_size[0]
+
+    def _layer_shape(self, kept: int) -> LayerShape:
+        pl, pr = _padding_1d(self, 0)
+        return LayerShape(self.in_channels, self.out_channels, self.groups, (1, self.kernel_size[0]),
+                          (1, self.stride[0]), (0, 0, pl, pr), (1, self.dilation[0]), kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and self._wants_sparse(x, x.shape[0], 1, x.shape[2]):
+            return self._run(x.unsqueeze(2)).squeeze(2)
+        return super().forward(x)
+
+
+class SparseLinear(_SparseKernel, nn.Linear):
+    """``nn.Linear`` on the sparse kernel (a 1x1 convolution whose positions are the rows)."""
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return 1, 1
+
+    def _layer_shape(self, kept: int) -> LayerShape:
+        return LayerShape(self.in_features, self.out_features, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] else 0
+        if x.dim() >= 1 and rows > 0 and self._wants_sparse(x, rows, 1, 1):
+            out = self._run(x.reshape(rows, x.shape[-1], 1, 1))
+            return out.reshape(*x.shape[:-1], self.out_features)
+        return super().forward(x)
+
+
+_SPARSE_ATTRIBUTES = ("rule", "_decisions", "_csr_version", "layer_shape", "_kernel_args", "_geometry_args")
+SPARSE_LAYERS: dict[type, type] = {nn.Conv2d: SparseConv2d, nn.Conv1d: SparseConv1d, nn.Linear: SparseLinear}
+
+
+def _swap(module: nn.Module, cls: type, rule: SparseRule) -> nn.Module:
+    """A ``cls`` instance sharing ``module``'s parameters and settings (no re-initialization)."""
+    new = cls.__new__(cls)
+    new.__dict__ = dict(module.__dict__)
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    new._modules = dict(module._modules)
+    new._setup_sparse(rule)
+    return new
+
+
+def _eligible(module: nn.Module) -> bool:
+    if type(module) not in SPARSE_LAYERS:  # exact types: subclasses may change the forward
+        return False
+    if isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+        return False
+    return module.weight is not None and module.weight.dtype == torch.float32
+
+
+def _children(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    for parent in model.modules():
+        if isinstance(parent, nn.MultiheadAttention):  # reads its projections' weights directly
+            continue
+        for name, child in list(parent.named_children()):
+            yield parent, name, child
+
+
+def sparsify(model: nn.Module, rule: SparseRule | None = None, *, inplace: bool = False) -> nn.Module:
+    """``model`` with every ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` (zero padding, float32)
+    replaced by its sparse subclass, which runs the sparse kernel where ``rule`` (default
+    :data:`DEFAULT_RULE`) predicts it to be faster. Same parameters, same ``state_dict``, same
+    outputs up to float rounding. Meant for inference on a compact model
+    (``binprune.compact(model, engine="sparse")``). Builds the kernel if needed (first use);
+    where it cannot be built, warns once and the layers keep PyTorch's dense kernels."""
+    rule = rule or DEFAULT_RULE
+    model = model if inplace else copy.deepcopy(model)
+    load_sparse_kernels()
+    if type(model) in SPARSE_LAYERS and _eligible(model):
+        return _swap(model, SPARSE_LAYERS[type(model)], rule)
+    for parent, name, child in _children(model):
+        if _eligible(child):
+            setattr(parent, name, _swap(child, SPARSE_LAYERS[type(child)], rule))
+    return model
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with the sparse layers turned back into plain ``nn`` layers."""
+    model = copy.deepcopy(model)
+    plain = {cls: base for base, cls in SPARSE_LAYERS.items()}
+
+    def convert(m: nn.Module) -> nn.Module:
+        new = plain[type(m)].__new__(plain[type(m)])
+        new.__dict__ = {k: v for k, v in m.__dict__.items() if k not in _SPARSE_ATTRIBUTES}
+        new._buffers = {k: v for k, v in m._buffers.items() if not k.startswith("sparse_")}
+        new._non_persistent_buffers_set = {k for k in m._non_persistent_buffers_set if not k.startswith("sparse_")}
+        return new
+
+    if type(model) in plain:
+        return convert(model)
+    for parent, name, child in _children(model):
+        if type(child) in plain:
+            setattr(parent, name, convert(child))
+    return model
+
+
+def sparse_plan(model: nn.Module, example_input: torch.Tensor) -> list[dict[str, Any]]:
+    """Per sparse layer of ``model``, for ``example_input``: shape, kept weights, density, the
+    rule's predictions and its choice (one forward pass with hooks)."""
+    rows: list[dict[str, Any]] = []
+    names = {id(m): n for n, m in model.named_modules()}
+    handles = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        n, h, w = ((x.shape[0], x.shape[2], x.shape[3]) if isinstance(module, SparseConv2d) else
+                   (x.shape[0], 1, x.shape[2]) if isinstance(module, SparseConv1d) else (x.numel() // x.shape[-1], 1, 1))
+        ls = module.layer_shape
+        sparse_s, dense_s = module.rule.predict(ls, n, h, w)
+        rows.append({"name": names.get(id(module), type(module).__name__), "type": type(module).__name__,
+                     "input_shape": list(x.shape), "kept": ls.kept, "weights": ls.weights, "density": ls.density,
+                     **ls.work(n, h, w), "predicted_sparse_s": sparse_s, "predicted_dense_s": dense_s,
+                     "sparse": module.rule.use_sparse(ls, n, h, w)})
+
+    for m in model.modules():
+        if isinstance(m, _SparseKernel):
+            handles.append(m.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
