@@ -92,6 +92,7 @@ def _checkpoint(tmp_path):
     return net, path
 
 
+@pytest.mark.slow
 def test_write_inspection_files(tmp_path):
     net, _ = _checkpoint(tmp_path)
     result = write_inspection(net, tmp_path / "inspect", mask_images=2)
@@ -105,6 +106,7 @@ def test_write_inspection_files(tmp_path):
     assert len(data["layers"]) == len(list(masked_tensors(net)))
 
 
+@pytest.mark.slow
 def test_cli_export_and_inspect(tmp_path, capsys):
     net, path = _checkpoint(tmp_path)
     out = tmp_path / "model.bpk"

@@ -56,6 +56,7 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[st
     return found
 
 
+@pytest.mark.slow
 def test_no_module_imports_another_modules_private_name():
     modules = _modules()
     bad = [f"{m} imports {name} from {target}" for m, path in modules.items()
@@ -64,6 +65,7 @@ def test_no_module_imports_another_modules_private_name():
     assert not bad, bad
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_files():
     modules = _modules()
     graph = {m: set() for m in modules}

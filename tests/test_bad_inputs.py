@@ -645,6 +645,7 @@ def _tiny_data(n: int = 96, seed: int = 0):
 _QUICK = dict(eps=0.05, epochs=1, attack="fast", batch_size=32, val_fraction=0, progress=False, device="cpu")
 
 
+@pytest.mark.slow
 def test_train_refuses_an_existing_run_unless_resume_or_overwrite(tmp_path):
     from binprune.training import RunFolderError
 
@@ -669,6 +670,7 @@ def test_train_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert (out / "config.json").read_text() == '{"my": "own file"}' and sorted(os.listdir(out)) == ["config.json"]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_held_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
     import json as _json
     import socket
@@ -697,6 +699,7 @@ def test_a_diverging_run_stops_with_the_step_and_the_last_good_checkpoint(tmp_pa
     assert not (out / "metrics.json").exists() and not (out / "binprune.lock").exists()
 
 
+@pytest.mark.slow
 def test_resuming_on_other_data_is_refused(tmp_path):
     out = tmp_path / "run"
     settings = {**_QUICK, "epochs": 2, "checkpoint_every": 1}
@@ -723,6 +726,7 @@ def test_labels_beyond_the_logits_are_a_clear_error():
         binprune.train(model, (x, y), **_QUICK)
 
 
+@pytest.mark.slow
 def test_checkpoint_seconds_writes_checkpoints_inside_an_epoch(tmp_path):
     out = tmp_path / "run"
     seen = []
@@ -770,6 +774,7 @@ def test_cli_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_cli_num_classes_below_the_dataset_is_refused_before_any_work(capsys, tmp_path):
     code = _cli_error("train", "--dataset", "fashion-mnist", "--eps", "0.1", "--epochs", "1", "--num-classes", "5",
@@ -779,6 +784,7 @@ def test_cli_num_classes_below_the_dataset_is_refused_before_any_work(capsys, tm
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_cli_debug_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "binprune", "--debug", "train", "--dataset", "fashion-mnist",
                            "--eps", "8", "--epochs", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True)

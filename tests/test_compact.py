@@ -51,6 +51,7 @@ def structured_nets():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
 def test_compact_matches_supermask_model(structured_nets, arch):
     net, small, x = structured_nets[arch]

@@ -7,6 +7,7 @@ import pytest
 from binprune import compat
 
 
+@pytest.mark.slow
 def test_robustbench_is_the_real_1_1_1_package():
     assert compat.check_robustbench_files() == []
     robustbench = compat.import_robustbench()

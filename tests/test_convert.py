@@ -37,6 +37,7 @@ ARCHITECTURES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, build, size", ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES])
 def test_torchvision_architecture_converts_forward_backward(name, build, size):
     torch.manual_seed(0)
@@ -130,6 +131,7 @@ def test_state_dict_mismatch_names_the_keys():
         net.load_state_dict(other.state_dict())
 
 
+@pytest.mark.slow
 def test_finalize_gives_plain_layers_with_identical_outputs():
     net = binprune.convert_to_binary_supermask(binprune.create_model("resnet18", width_factor=0.25), sparsity=0.99)
     net.train()

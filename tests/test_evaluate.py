@@ -109,6 +109,7 @@ def test_robust_accuracy_from_autoattack_examples():
         robust_accuracy_from_autoattack(model, x, y, not_an_image, eps=0.1, norm="Linf")
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_autoattack_accuracy_is_computed_from_what_pyautoattack_returns(trained, monkeypatch):
     model, test = trained
@@ -153,6 +154,7 @@ def test_autoattack_warnings_are_captured():
     assert any("probability distribution" in w for w in result["autoattack_warnings"])
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_evaluate_results_settings_and_determinism(trained):
     model, test = trained
@@ -329,6 +331,7 @@ def test_register_a_custom_check():
         SANITY_CHECKS.pop("clean_above_chance", None)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_sanity_checks_pass_on_a_trained_model(trained):
     model, test = trained
@@ -360,6 +363,7 @@ class _Quantize(nn.Module):
         return torch.round(x * 3) / 3
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_sanity_checks_flag_gradient_masking(trained):
     model, test = trained
@@ -414,6 +418,7 @@ def test_cli_eval_writes_results_with_sanity_checks(checkpoint, tmp_path, capsys
     assert "pgd-20 accuracy" in printed and f"results written to {out}" in printed
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_cli_eval_errors_are_one_line(checkpoint, tmp_path, capsys):
     def run(*argv):

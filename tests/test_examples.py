@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import requires_fashion_mnist
@@ -19,6 +20,7 @@ def _run(script, *args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_wrap_torchvision_model_example(tmp_path):
     proc = _run("wrap_torchvision_model.py", "--train-examples", "200", "--test-examples", "20",
@@ -28,6 +30,7 @@ def test_wrap_torchvision_model_example(tmp_path):
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_robustbench_example_offline(tmp_path):
     for label, cls in enumerate(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                  "truck"]):

@@ -105,6 +105,7 @@ def test_round_trip_outputs_bit_identical(tmp_path, init, allocation):
     assert not again.training and torch.equal(again(x), net(x))
 
 
+@pytest.mark.slow
 def test_round_trip_resnet_bit_identical():
     model = binprune.create_model("resnet18", num_classes=10, width_factor=0.125)
     net = binprune.convert_to_binary_supermask(model, sparsity=0.99, p=0.1, seed=3)

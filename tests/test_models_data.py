@@ -15,6 +15,7 @@ from binprune.spec import find_spec
 from .conftest import SHARED_CIFAR, requires_fashion_mnist
 
 
+@pytest.mark.slow
 def test_cifar_resnet_has_cifar_stem_and_torchvision_blocks():
     from torchvision.models.resnet import BasicBlock, ResNet
 
@@ -46,6 +47,7 @@ def test_create_model_recipe_and_errors():
     assert "small_cnn" in binprune.list_models()
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_fashion_mnist_from_debian_package():
     train = load_dataset("fashion-mnist", split="train")
@@ -93,6 +95,7 @@ def test_image_folder_tree(tmp_path):
         load_dataset("cifar10", tmp_path, split="test")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_CIFAR), reason="shared CIFAR-10 JPEG copy not present")
 def test_shared_cifar10_jpeg_tree():
     test = load_dataset("cifar10", SHARED_CIFAR, split="test")

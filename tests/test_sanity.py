@@ -170,6 +170,7 @@ def normal_report(setup):
                          surrogate=surrogate, device="cpu", progress=False)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 @pytest.mark.parametrize("name", list(SANITY_CHECKS))
 def test_a_normal_model_passes(normal_report, name):
@@ -228,6 +229,7 @@ def test_eps_zero_fails_on_a_randomized_forward(setup):
     assert result["numbers"]["max_perturbation"] == 0.0  # the inputs were the clean ones: the model differed
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_eps_sweep_fails_when_masking_grows_with_the_budget(setup):
     model, _, x, y = setup
@@ -290,6 +292,7 @@ def test_input_gradients_fail_on_non_finite_gradients(setup):
     assert not finite.any()
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_square_fails_on_input_quantization(setup):
     model, _, x, y = setup

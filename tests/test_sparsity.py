@@ -69,6 +69,7 @@ def test_unknown_allocation():
         allocate_keep_counts([10], 0.5, allocation="magic")
 
 
+@pytest.mark.slow
 def test_resnet34_first_conv_and_classifier_denser_than_last_stage():
     model = binprune.create_model("resnet34", num_classes=10)
     net = binprune.convert_to_binary_supermask(model, sparsity=0.99, p=0.1)

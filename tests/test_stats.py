@@ -117,6 +117,7 @@ def _row(method: str, label: str, accuracy: dict, n: int | None) -> dict:
                          eval_seconds=1.0, n_examples=n).to_dict()
 
 
+@pytest.mark.slow
 def test_compare_table_reports_intervals_and_holm_corrected_mcnemar(tmp_path):
     import json
 

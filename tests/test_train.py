@@ -120,6 +120,7 @@ def test_train_rejects_unnormalized_inputs_and_frozen_models():
         train(frozen, (torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)), eps=0.1, epochs=1)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_supermask_training_updates_scores_only_and_writes_results(fmnist, tmp_path):
     train_set, test_set = fmnist
@@ -149,6 +150,7 @@ def test_supermask_training_updates_scores_only_and_writes_results(fmnist, tmp_p
     assert result.metrics["selected_epoch"] in (1, 2) and isinstance(best, binprune.Subnetwork)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_dense_trades_and_carried_fast_attack_train(fmnist):
     train_set = fmnist[0].subset(torch.arange(640))
@@ -162,6 +164,7 @@ def test_dense_trades_and_carried_fast_attack_train(fmnist):
     assert result.history[0]["train_loss"] > 0
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_custom_torchattacks_instance(fmnist):
     train_set = fmnist[0].subset(torch.arange(640))
@@ -189,6 +192,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -216,6 +220,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_resume_errors(tmp_path):
     run = ["train", "--dataset", "fashion-mnist", "--width-factor", "0.25", "--eps", "0.1", "--epochs", "1",
@@ -282,6 +287,7 @@ def _wait_for_checkpoint(proc, last, epoch, min_batch, timeout=300):
     pytest.fail("no checkpoint appeared in time")
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     def torchrun(out, *extra):
