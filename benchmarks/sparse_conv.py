@@ -1,17 +1,25 @@
-"""Would unstructured sparse kernels speed up a 99%-sparse network on CPU? Per layer, dense vs CSR.
+"""Which kernel for a 99%-sparse convolution on CPU? Per layer: dense, im2col + CSR, direct sparse.
 
-For every convolution of a trained model (its finalized weights ``w * mask``), on the input that
-layer actually receives at the given batch size, times PyTorch's dense ``conv2d`` against the
-same convolution computed as ``unfold`` (im2col) followed by a sparse CSR weight times the
-unfolded input: the straightforward way to exploit unstructured sparsity without custom kernels.
-Both results are compared (largest difference). Writes ``benchmarks/results/sparse_conv.json``.
+For every convolution of a model (its finalized weights ``w * mask``), on the input that layer
+actually receives at the given batch size, times PyTorch's dense ``conv2d`` against
 
-    python benchmarks/sparse_conv.py --checkpoint runs/r18/best.pt [--batch-size 256] [--threads 1]
+* ``csr``: ``unfold`` (im2col) followed by a sparse CSR weight times the unfolded input, the
+  straightforward way to exploit unstructured sparsity without custom kernels (materializing
+  im2col costs about as much as the dense convolution);
+* ``direct``: binprune's direct sparse kernel (``binprune.deploy.sparse``: one fused multiply-add
+  per kept weight over shifted input rows), when it can be built.
+
+All results are compared with the dense one (largest difference). Without ``--checkpoint``, a
+freshly converted CIFAR ResNet-18 (random masks with the per-layer keep counts of a trained one,
+so the same kept work). Writes ``benchmarks/results/sparse_conv.json``.
+
+    python benchmarks/sparse_conv.py [--checkpoint runs/r18/best.pt] [--batch-size 256] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -25,8 +33,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import binprune  # noqa: E402
 from binprune import finalize  # noqa: E402
 from binprune import load_model  # noqa: E402
+from binprune.deploy import load_sparse_kernels, sparsify  # noqa: E402
+from binprune.deploy.sparse import ALWAYS_SPARSE  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
 
@@ -63,7 +74,8 @@ def _csr_conv(conv: nn.Conv2d):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint or .bpk file of a trained model")
+    parser.add_argument("--checkpoint", help="checkpoint or .bpk file of a trained model (default: a converted "
+                                                 "CIFAR ResNet-18, random masks with trained keep counts)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
@@ -74,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = finalize(load_model(args.checkpoint)).eval()
+    if args.checkpoint:
+        model = finalize(load_model(args.checkpoint)).eval()
+    else:
+        base = binprune.create_model("resnet18", num_classes=10)
+        model = finalize(binprune.convert_to_binary_supermask(base, sparsity=0.99, p=0.1, seed=args.seed)).eval()
+    direct_ok = load_sparse_kernels()
     in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     inputs: dict[str, torch.Tensor] = {}
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1
@@ -96,28 +113,43 @@ def main(argv: list[str] | None = None) -> int:
             dense_s = _median_time(lambda: conv(x), args.repeats)
             sparse_s = _median_time(lambda: sparse(x), args.repeats)
             diff = float((conv(x) - sparse(x)).abs().max())
-            rows.append({"layer": name, "weight_shape": list(conv.weight.shape), "input_shape": list(x.shape),
-                         "density": density, "dense_s": dense_s, "csr_s": sparse_s,
-                         "csr_to_dense": sparse_s / dense_s, "max_abs_difference": diff})
+            row = {"layer": name, "weight_shape": list(conv.weight.shape), "input_shape": list(x.shape),
+                   "density": density, "dense_s": dense_s, "csr_s": sparse_s,
+                   "csr_to_dense": sparse_s / dense_s, "max_abs_difference": diff}
+            if direct_ok:
+                direct = sparsify(conv, ALWAYS_SPARSE)
+                row["direct_s"] = _median_time(lambda: direct.run_sparse(x), args.repeats)
+                row["direct_to_dense"] = row["direct_s"] / dense_s
+                row["direct_max_abs_difference"] = float((conv(x) - direct.run_sparse(x)).abs().max())
+            rows.append(row)
             print(f"{name:28s} density {density:7.4f}  dense {1e3 * dense_s:8.1f} ms  CSR {1e3 * sparse_s:8.1f} ms"
-                  f"  ratio {sparse_s / dense_s:5.2f}", flush=True)
+                  f" ({sparse_s / dense_s:5.2f})" + (f"  direct {1e3 * row['direct_s']:8.1f} ms "
+                                                     f"({row['direct_to_dense']:5.2f})" if direct_ok else ""),
+                  flush=True)
     dense_total = sum(r["dense_s"] for r in rows)
     best_total = sum(min(r["dense_s"], r["csr_s"]) for r in rows)
+    direct_total = sum(min(r["dense_s"], r["direct_s"]) for r in rows) if direct_ok else None
     result = {
         "benchmark": "sparse_conv",
-        "description": "per convolution: dense conv2d vs unfold + CSR sparse weight, on the layer's real input",
-        "config": {"checkpoint": args.checkpoint, "batch_size": args.batch_size, "repeats": args.repeats,
+        "description": "per convolution: dense conv2d vs unfold + CSR sparse weight vs binprune's direct sparse "
+                       "kernel, on the layer's real input",
+        "config": {"checkpoint": args.checkpoint or "converted resnet18, random masks (trained keep counts)",
+                   "batch_size": args.batch_size, "repeats": args.repeats,
                    "statistic": "median", "torch_num_threads": torch.get_num_threads(), "torch": torch.__version__},
         "layers": rows,
         "faster_with_csr": [r["layer"] for r in rows if r["csr_s"] < r["dense_s"]],
         "dense_total_s": dense_total,
         "best_of_both_total_s": best_total,
         "best_of_both_to_dense": best_total / dense_total,
+        "faster_with_direct": [r["layer"] for r in rows if r.get("direct_s", math.inf) < r["dense_s"]],
+        "best_of_dense_and_direct_total_s": direct_total,
+        "best_of_dense_and_direct_to_dense": direct_total / dense_total if direct_ok else None,
     }
     write_json(args.out, result)
     print(f"layers faster with CSR: {len(result['faster_with_csr'])} of {len(rows)}; "
           f"picking the faster kernel per layer: {result['best_of_both_to_dense']:.3f}x the dense conv time; "
-          f"wrote {args.out}")
+          + (f"with the direct kernel instead: {len(result['faster_with_direct'])} layers faster, "
+             f"{result['best_of_dense_and_direct_to_dense']:.3f}x; " if direct_ok else "") + f"wrote {args.out}")
     return 0
 
 

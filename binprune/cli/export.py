@@ -1,4 +1,4 @@
-"""``binprune export``: write a packed kilobyte-sized model file."""
+"""``binprune export``: write a packed kilobyte-sized model file, or an ONNX file."""
 
 from __future__ import annotations
 
@@ -11,15 +11,22 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "export", help="write a packed kilobyte-sized model file",
+        "export", help="write a packed kilobyte-sized model file (or ONNX)",
         description="Write a supermask checkpoint as a packed .bpk file: the model's recipe and seed, each mask "
                     "coded close to log2 C(n, k) bits, batch-norm statistics and a checksum (weights are "
-                    "regenerated from the seed when loading). Prints the size under each encoding.",
-        epilog="The file loads with binprune.load_model(path) or any command taking a checkpoint. "
-               "Format: docs/PACKED_FORMAT.md.",
+                    "regenerated from the seed when loading). Prints the size under each encoding. "
+                    "--format onnx writes the compact model (dead channels removed, batch norms folded) "
+                    "as an ONNX graph of standard operators instead.",
+        epilog="A .bpk file loads with binprune.load_model(path) or any command taking a checkpoint. "
+               "Formats: docs/PACKED_FORMAT.md, docs/INFERENCE.md (onnx).",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
-    p.add_argument("-o", "--output", required=True, help="packed file to write, e.g. model.bpk")
+    p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.bpk or model.onnx")
+    p.add_argument("--format", choices=("bpk", "onnx"), default="bpk",
+                   help="bpk: packed kilobyte file (default); onnx: the compact model as an ONNX graph")
+    p.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="onnx: shape of one input example (default: the recipe's channels, 32 x 32); "
+                        "the batch axis is dynamic")
     p.add_argument("--footprint-json", metavar="PATH",
                    help="also write the size accounting (bytes, bits per parameter) as JSON")
     p.set_defaults(run=run)
@@ -54,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.footprint_json:
         check_output_path(args.footprint_json, inputs=[args.checkpoint, args.output])
     model = load_model(args.checkpoint)
+    if args.format == "onnx":
+        return _run_onnx(args, model)
     fp = footprint(model)
     size = save_packed(model, args.output)
     if args.footprint_json:
@@ -61,4 +70,12 @@ def run(args: argparse.Namespace) -> int:
             "bytes": "bytes", "bits_per_param": "bits per original parameter"}, **fp})
     print(f"wrote {args.output} ({size:,} bytes)")
     print(footprint_table(fp))
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace, model: Any) -> int:
+    from ..deploy.onnx_export import export_onnx
+
+    size = export_onnx(model, args.output, input_shape=args.input_shape)
+    print(f"wrote {args.output} ({size:,} bytes, ONNX, compact model with dense weights)")
     return 0

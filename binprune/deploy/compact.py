@@ -393,6 +393,8 @@ def _prune_group(group: _Group) -> bool:
         return False
     if removable.all():
         removable[0] = False  # keep one channel: empty layers are not worth a special case
+        if not removable.any():  # that channel is all that is left: nothing changes
+            return False
     keep = ~removable
     for node, used, v in plans:
         fold = removable & used & (v != 0)

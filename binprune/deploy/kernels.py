@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_sparse_kernels", "sparse_kernels_status", "SOURCE", "ENV_SWITCH"]
+__all__ = ["load_sparse_kernels", "sparse_kernels_status", "release_sparse_memory", "SOURCE", "ENV_SWITCH"]
 
 SOURCE = Path(__file__).resolve().parent / "_csrc" / "sparse_conv.cpp"
 ENV_SWITCH = "BINPRUNE_SPARSE_KERNELS"  # "0" turns the kernel off (tests of the fallback, debugging)
 _LIBRARY = "binprune_sparse"
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast"]
+# -fopenmp: ATen's header-only parallel_for is serial without it; the library then uses the OpenMP
+# runtime torch already loaded (same soname), so torch.set_num_threads governs it.
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
 _log = logging.getLogger("binprune")
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "ok": False, "reason": "not built yet", "warned": False}
@@ -53,8 +55,8 @@ def _build() -> tuple[bool, str]:
 
         t0 = time.perf_counter()
         _log.info("building the sparse inference kernel (once per machine, about a minute)")
-        cpp_extension.load(name=_LIBRARY, sources=[str(SOURCE)], extra_cflags=_FLAGS, is_python_module=False,
-                           verbose=False)
+        cpp_extension.load(name=_LIBRARY, sources=[str(SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                           is_python_module=False, verbose=False)
         _log.info("sparse inference kernel ready in %.1f s", time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 (any build failure means: use the dense kernels)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -83,6 +85,13 @@ def load_sparse_kernels(*, warn: bool = True) -> bool:
 def sparse_kernels_status() -> str:
     """``"loaded"``, ``"not built yet"`` or why the kernel is unavailable."""
     return str(_state["reason"])
+
+
+def release_sparse_memory() -> None:
+    """Free the memory the kernel keeps between calls: recycled output buffers (up to 512 MB)
+    and this thread's packed-input buffer (as large as the largest layer input seen)."""
+    if _state["ok"]:
+        getattr(torch.ops, _LIBRARY).empty_cache()
 
 
 def reset_for_tests() -> None:

@@ -27,7 +27,7 @@ from torch import nn
 from .kernels import load_sparse_kernels
 
 __all__ = [
-    "SparseRule", "DEFAULT_RULE", "LayerShape", "SparseConv1d", "SparseConv2d", "SparseLinear",
+    "SparseRule", "DEFAULT_RULE", "ALWAYS_SPARSE", "LayerShape", "SparseConv1d", "SparseConv2d", "SparseLinear",
     "sparsify", "densify", "sparse_plan", "SPARSE_LAYERS",
 ]
 
@@ -54,9 +54,10 @@ class LayerShape:
         return self.kept / self.weights if self.weights else 0.0
 
     def work(self, n: int, h: int, w: int) -> dict[str, int]:
-        """Per call on ``n`` images of ``h x w``: dense multiply-adds, the sparse kernel's
-        multiply-adds (kept weights times the positions it computes, padding included) and the
-        values it moves (input copied into its padded buffer, output written)."""
+        """Per call on ``n`` images of ``h x w``: ``dense_macs`` (what the dense kernel computes),
+        ``sparse_macs`` (kept weights times the positions the sparse kernel computes, padding
+        included), ``packed`` (values the sparse kernel copies into its padded buffer),
+        ``inputs`` and ``outputs`` (values read and written)."""
         (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         hp, wp = h + pt + pb, w + pl + pr
         ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
@@ -64,48 +65,62 @@ class LayerShape:
         positions = n * math.ceil(hp / sh) * math.ceil(wp / sw)
         outputs = n * self.out_channels * max(ho, 0) * max(wo, 0)
         return {"dense_macs": outputs * (self.in_channels // self.groups) * kh * kw,
-                "sparse_macs": self.kept * positions,
-                "moved": self.in_channels * phases * positions + outputs,
-                "outputs": outputs}
+                "sparse_macs": self.kept * positions, "packed": self.in_channels * phases * positions,
+                "inputs": n * self.in_channels * h * w, "outputs": outputs}
 
 
 @dataclass(frozen=True)
 class SparseRule:
-    """Use the sparse kernel when its predicted time is below ``margin`` times the dense one's.
+    """Use the sparse kernel where its predicted time is below ``margin`` times the dense one's.
 
-    Predicted seconds (one thread): sparse = ``sparse_call + sparse_mac * sparse_macs +
-    sparse_move * moved``; dense = ``dense_call + dense_mac * dense_macs`` (see
-    :meth:`LayerShape.work`). Only the ratio matters, so the rule depends on the layer's density
-    and shape and the batch and image size, not on the machine's current load. The constants of
+    The predicted ratio (sparse kernel time / dense kernel time) of a layer on ``n`` images is
+
+        ``exp(intercept) * rho ** density_exponent * c ** channels_exponent * p ** positions_exponent``
+
+    with ``rho`` the multiply-adds the sparse kernel does over those the dense kernel does (the
+    kept fraction times the padding it computes, :meth:`LayerShape.work`), ``c`` the input
+    channels per group and ``p`` the output positions (``n * height * width``). The cost does
+    not simply follow the density: the sparse kernel also copies its input and writes every
+    output (so ``rho`` enters with an exponent below 1), and PyTorch's dense kernel is efficient
+    with many input channels and poor with few (a network's first convolution, where the sparse
+    kernel wins even at density 1). The rule depends only on the layer's kept-weight count and
+    shape and on the input size: deterministic, nothing is timed at run time. The constants of
     :data:`DEFAULT_RULE` are fitted by ``benchmarks/inference.py`` (``calibration`` in its JSON).
     """
 
-    sparse_call: float
-    sparse_mac: float
-    sparse_move: float
-    dense_call: float
-    dense_mac: float
+    intercept: float
+    density_exponent: float
+    channels_exponent: float
+    positions_exponent: float
     margin: float = 0.9
 
-    def predict(self, layer: LayerShape, n: int, h: int, w: int) -> tuple[float, float]:
-        """``(sparse seconds, dense seconds)`` predicted for one call."""
+    def predict(self, layer: LayerShape, n: int, h: int, w: int) -> float:
+        """Predicted sparse / dense time ratio of one call."""
         work = layer.work(n, h, w)
-        sparse = self.sparse_call + self.sparse_mac * work["sparse_macs"] + self.sparse_move * work["moved"]
-        dense = self.dense_call + self.dense_mac * work["dense_macs"]
-        return sparse, dense
+        if work["dense_macs"] == 0:
+            return math.inf
+        rho = max(work["sparse_macs"] / work["dense_macs"], 1e-6)  # an empty layer still copies its input
+        positions = work["outputs"] / layer.out_channels
+        return math.exp(self.intercept + self.density_exponent * math.log(rho)
+                        + self.channels_exponent * math.log(layer.in_channels // layer.groups)
+                        + self.positions_exponent * math.log(positions))
 
     def use_sparse(self, layer: LayerShape, n: int, h: int, w: int) -> bool:
-        sparse, dense = self.predict(layer, n, h, w)
-        return sparse < self.margin * dense
+        return self.predict(layer, n, h, w) < self.margin
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-# The one place the rule's constants live. Fitted by `python benchmarks/inference.py` (its JSON,
+# The one place the rule's constants live: fitted by `python benchmarks/inference.py` (its JSON,
 # "calibration") on the 2-core x86-64 machine of the README (AVX-512, PyTorch 2.15, one thread).
-DEFAULT_RULE = SparseRule(sparse_call=2.0e-5, sparse_mac=6.0e-11, sparse_move=1.5e-9,
-                          dense_call=2.0e-5, dense_mac=2.0e-11, margin=0.9)
+DEFAULT_RULE = SparseRule(intercept=-0.009, density_exponent=0.438, channels_exponent=0.157, positions_exponent=-0.04,
+                          margin=0.9)
+ALWAYS_SPARSE = SparseRule(intercept=-math.inf, density_exponent=0.0, channels_exponent=0.0, positions_exponent=0.0)
+"""A rule that always picks the sparse kernel (tests, benchmarks)."""
+
+
+_MAX_PLANS = 16  # input shapes remembered per layer (a plan is a few KB to a few MB)
 
 
 class _SparseKernel:
@@ -116,6 +131,7 @@ class _SparseKernel:
     def _setup_sparse(self, rule: SparseRule) -> None:
         self.rule = rule
         self._decisions: dict[tuple[int, ...], bool] = {}
+        self._plans: dict[tuple[int, ...], torch.Tensor] = {}
         self._csr_version = -1
         self._refresh()
 
@@ -133,15 +149,43 @@ class _SparseKernel:
                             ("sparse_values", w4[tuple(nz.T)].to(torch.float32).contiguous())):
             self.register_buffer(name, value, persistent=False)
         self.layer_shape = ls = self._layer_shape(len(nz))
-        self._kernel_args = (self.sparse_rowptr, self.sparse_channel, self.sparse_ky, self.sparse_kx, self.sparse_values)
         self._geometry_args = (list(ls.kernel), list(ls.stride), list(ls.padding), list(ls.dilation))
         self._decisions.clear()
+        self._plans.clear()
         self._csr_version = self.weight._version
 
     def refresh(self) -> None:
         """Rebuild the kernel's copy of the weights (needed only after writing to ``weight.data``,
         which PyTorch's version counter does not see; in-place writes to ``weight`` are seen)."""
         self._refresh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        geometry = self._geometry(x)
+        if geometry is not None and self._wants_sparse(x, *geometry):
+            return self._sparse(x)
+        return self.run_dense(x)
+
+    def run_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """PyTorch's dense kernel, whatever the rule says (benchmarks, checks)."""
+        return super().forward(x)
+
+    def run_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """The sparse kernel, whatever the rule says (benchmarks, checks); it must be loaded."""
+        if not load_sparse_kernels(warn=False):
+            raise RuntimeError("the sparse kernel is unavailable: " + "see binprune.deploy.sparse_kernels_status()")
+        if self._csr_version != self.weight._version:
+            self._refresh()
+        return self._sparse(x)
+
+    def geometry(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        """``(images, height, width)`` of ``x`` as the kernel sees it (``None``: not a valid input)."""
+        return self._geometry(x)
+
+    def _geometry(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        raise NotImplementedError
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def _kernel_hw(self) -> tuple[int, int]:
         raise NotImplementedError
@@ -165,10 +209,19 @@ class _SparseKernel:
         return choice
 
     def _run(self, x4: torch.Tensor) -> torch.Tensor:
+        """The kernel on ``x4`` (N, C, H, W), with the plan for this input shape (built once:
+        validated tap offsets, channel blocks, where each tile's outputs go)."""
+        key = tuple(x4.shape)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = torch.ops.binprune_sparse.plan(
+                self.sparse_rowptr, self.sparse_channel, self.sparse_ky, self.sparse_kx, list(key), *self._geometry_args)
         bias = self.bias
         if bias is not None and (bias.dtype != torch.float32 or bias.requires_grad):
             bias = bias.detach().to(torch.float32)
-        return torch.ops.binprune_sparse.conv2d(x4, *self._kernel_args, bias, *self._geometry_args)
+        return torch.ops.binprune_sparse.run(x4, plan, self.sparse_values, bias)
 
 
 def _padding_1d(conv: nn.modules.conv._ConvNd, dim: int) -> tuple[int, int]:
@@ -192,10 +245,11 @@ class SparseConv2d(_SparseKernel, nn.Conv2d):
         return LayerShape(self.in_channels, self.out_channels, self.groups, tuple(self.kernel_size),
                           tuple(self.stride), (pt, pb, pl, pr), tuple(self.dilation), kept)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and self._wants_sparse(x, x.shape[0], x.shape[2], x.shape[3]):
-            return self._run(x)
-        return super().forward(x)
+    def _geometry(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        return (x.shape[0], x.shape[2], x.shape[3]) if x.dim() == 4 else None
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
 
 
 class SparseConv1d(_SparseKernel, nn.Conv1d):
@@ -209,10 +263,11 @@ class SparseConv1d(_SparseKernel, nn.Conv1d):
         return LayerShape(self.in_channels, self.out_channels, self.groups, (1, self.kernel_size[0]),
                           (1, self.stride[0]), (0, 0, pl, pr), (1, self.dilation[0]), kept)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3 and self._wants_sparse(x, x.shape[0], 1, x.shape[2]):
-            return self._run(x.unsqueeze(2)).squeeze(2)
-        return super().forward(x)
+    def _geometry(self, x: torch.Tensor) -> tuple[int, int, int] | None:
+        return (x.shape[0], 1, x.shape[2]) if x.dim() == 3 else None
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x.unsqueeze(2)).squeeze(2)
 
 
 class SparseLinear(_SparseKernel, nn.Linear):
@@ -224,15 +279,16 @@ class SparseLinear(_SparseKernel, nn.Linear):
     def _layer_shape(self, kept: int) -> LayerShape:
         return LayerShape(self.in_features, self.out_features, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), kept)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _geometry(self, x: torch.Tensor) -> tuple[int, int, int] | None:
         rows = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] else 0
-        if x.dim() >= 1 and rows > 0 and self._wants_sparse(x, rows, 1, 1):
-            out = self._run(x.reshape(rows, x.shape[-1], 1, 1))
-            return out.reshape(*x.shape[:-1], self.out_features)
-        return super().forward(x)
+        return (rows, 1, 1) if rows > 0 else None
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        return self._run(x.reshape(rows, x.shape[-1], 1, 1)).reshape(*x.shape[:-1], self.out_features)
 
 
-_SPARSE_ATTRIBUTES = ("rule", "_decisions", "_csr_version", "layer_shape", "_kernel_args", "_geometry_args")
+_SPARSE_ATTRIBUTES = ("rule", "_decisions", "_plans", "_csr_version", "layer_shape", "_geometry_args")
 SPARSE_LAYERS: dict[type, type] = {nn.Conv2d: SparseConv2d, nn.Conv1d: SparseConv1d, nn.Linear: SparseLinear}
 
 
@@ -311,13 +367,11 @@ def sparse_plan(model: nn.Module, example_input: torch.Tensor) -> list[dict[str,
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0]
-        n, h, w = ((x.shape[0], x.shape[2], x.shape[3]) if isinstance(module, SparseConv2d) else
-                   (x.shape[0], 1, x.shape[2]) if isinstance(module, SparseConv1d) else (x.numel() // x.shape[-1], 1, 1))
+        n, h, w = module.geometry(x)
         ls = module.layer_shape
-        sparse_s, dense_s = module.rule.predict(ls, n, h, w)
         rows.append({"name": names.get(id(module), type(module).__name__), "type": type(module).__name__,
                      "input_shape": list(x.shape), "kept": ls.kept, "weights": ls.weights, "density": ls.density,
-                     **ls.work(n, h, w), "predicted_sparse_s": sparse_s, "predicted_dense_s": dense_s,
+                     **ls.work(n, h, w), "predicted_ratio": module.rule.predict(ls, n, h, w),
                      "sparse": module.rule.use_sparse(ls, n, h, w)})
 
     for m in model.modules():
