@@ -11,6 +11,7 @@ import math
 from typing import Any, Mapping, TypeVar
 
 from ..config import NORMS, check_linf_eps
+from ..utils import check_seed  # the one seed check, re-exported for the evaluation modules
 
 __all__ = ["check_eps", "check_norm", "check_positive_int", "check_fraction", "check_seed", "with_settings"]
 
@@ -45,12 +46,6 @@ def check_fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value <= 1):
         raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
     return value
-
-
-def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return seed
 
 
 def with_settings(cls: type[C], config: C | None, settings: Mapping[str, Any], where: str) -> C:
