@@ -72,6 +72,26 @@ def _csr_conv(conv: nn.Conv2d):
     return run
 
 
+def _layer_row(name: str, conv: nn.Conv2d, x: torch.Tensor, repeats: int, direct_ok: bool) -> dict:
+    """Dense, im2col + CSR and (when built) the direct sparse kernel on one layer's real input."""
+    density = float((conv.weight != 0).float().mean())
+    sparse = _csr_conv(conv)
+    dense_s = _median_time(lambda: conv(x), repeats)
+    sparse_s = _median_time(lambda: sparse(x), repeats)
+    row = {"layer": name, "weight_shape": list(conv.weight.shape), "input_shape": list(x.shape), "density": density,
+           "dense_s": dense_s, "csr_s": sparse_s, "csr_to_dense": sparse_s / dense_s,
+           "max_abs_difference": float((conv(x) - sparse(x)).abs().max())}
+    if direct_ok:
+        direct = sparsify(conv, ALWAYS_SPARSE)
+        row["direct_s"] = _median_time(lambda: direct.run_sparse(x), repeats)
+        row["direct_to_dense"] = row["direct_s"] / dense_s
+        row["direct_max_abs_difference"] = float((conv(x) - direct.run_sparse(x)).abs().max())
+    print(f"{name:28s} density {density:7.4f}  dense {1e3 * dense_s:8.1f} ms  CSR {1e3 * sparse_s:8.1f} ms"
+          f" ({sparse_s / dense_s:5.2f})" + (f"  direct {1e3 * row['direct_s']:8.1f} ms ({row['direct_to_dense']:5.2f})"
+                                             if direct_ok else ""), flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="checkpoint or .bpk file of a trained model (default: a converted "
@@ -104,28 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     for h in hooks:
         h.remove()
 
-    rows = []
     with torch.inference_mode():
-        for name, conv in convs.items():
-            x = inputs[name]
-            density = float((conv.weight != 0).float().mean())
-            sparse = _csr_conv(conv)
-            dense_s = _median_time(lambda: conv(x), args.repeats)
-            sparse_s = _median_time(lambda: sparse(x), args.repeats)
-            diff = float((conv(x) - sparse(x)).abs().max())
-            row = {"layer": name, "weight_shape": list(conv.weight.shape), "input_shape": list(x.shape),
-                   "density": density, "dense_s": dense_s, "csr_s": sparse_s,
-                   "csr_to_dense": sparse_s / dense_s, "max_abs_difference": diff}
-            if direct_ok:
-                direct = sparsify(conv, ALWAYS_SPARSE)
-                row["direct_s"] = _median_time(lambda: direct.run_sparse(x), args.repeats)
-                row["direct_to_dense"] = row["direct_s"] / dense_s
-                row["direct_max_abs_difference"] = float((conv(x) - direct.run_sparse(x)).abs().max())
-            rows.append(row)
-            print(f"{name:28s} density {density:7.4f}  dense {1e3 * dense_s:8.1f} ms  CSR {1e3 * sparse_s:8.1f} ms"
-                  f" ({sparse_s / dense_s:5.2f})" + (f"  direct {1e3 * row['direct_s']:8.1f} ms "
-                                                     f"({row['direct_to_dense']:5.2f})" if direct_ok else ""),
-                  flush=True)
+        rows = [_layer_row(name, conv, inputs[name], args.repeats, direct_ok) for name, conv in convs.items()]
     dense_total = sum(r["dense_s"] for r in rows)
     best_total = sum(min(r["dense_s"], r["csr_s"]) for r in rows)
     direct_total = sum(min(r["dense_s"], r["direct_s"]) for r in rows) if direct_ok else None

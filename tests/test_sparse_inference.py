@@ -232,6 +232,17 @@ def test_networks_equal_supermask_model(kernel, arch, shape, kwargs):
 
 
 @pytest.mark.slow
+def test_sparsify_inside_inference_mode(kernel):
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.rand(2, 4, 7, 7)
+    with torch.inference_mode():
+        layer = sparsify(conv, ALWAYS)
+        assert float((layer(x) - conv(x)).abs().max()) <= TOL
+        made_here = sparsify(nn.Conv2d(4, 6, 3), ALWAYS)  # parameters that are inference tensors
+        assert made_here(x).shape == (2, 6, 5, 5)
+
+
+@pytest.mark.slow
 def test_empty_layer_gives_its_bias(kernel):
     conv = nn.Conv2d(4, 3, 3, padding=1)
     with torch.no_grad():

@@ -13,8 +13,10 @@ and warns once, in one line; the sparse modules then run PyTorch's dense kernels
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
 import threading
 import time
 import warnings
@@ -35,9 +37,21 @@ _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "ok": False, "reason": "not built yet", "warned": False}
 
 
+def _build_name() -> str:
+    """The library's name in the cache, distinct per CPU feature set: ``-march=native`` code must
+    not be loaded on another CPU (a home directory shared between machines)."""
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags += platform.processor()
+    return f"{_LIBRARY}_{hashlib.sha256(flags.encode()).hexdigest()[:10]}"
+
+
 def _registered() -> bool:
     try:
-        getattr(torch.ops, _LIBRARY).conv2d  # noqa: B018 (raises when the op is not registered)
+        getattr(torch.ops, _LIBRARY).run  # noqa: B018 (raises when the op is not registered)
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -55,7 +69,7 @@ def _build() -> tuple[bool, str]:
 
         t0 = time.perf_counter()
         _log.info("building the sparse inference kernel (once per machine, about a minute)")
-        cpp_extension.load(name=_LIBRARY, sources=[str(SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+        cpp_extension.load(name=_build_name(), sources=[str(SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
                            is_python_module=False, verbose=False)
         _log.info("sparse inference kernel ready in %.1f s", time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 (any build failure means: use the dense kernels)

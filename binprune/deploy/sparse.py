@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .kernels import load_sparse_kernels
+from .kernels import load_sparse_kernels, sparse_kernels_status
 
 __all__ = [
     "SparseRule", "DEFAULT_RULE", "ALWAYS_SPARSE", "LayerShape", "SparseConv1d", "SparseConv2d", "SparseLinear",
@@ -120,6 +120,17 @@ ALWAYS_SPARSE = SparseRule(intercept=-math.inf, density_exponent=0.0, channels_e
 """A rule that always picks the sparse kernel (tests, benchmarks)."""
 
 
+def _compiling() -> bool:
+    """Under ``torch.compile`` (``torch.compiler.is_compiling`` is missing before PyTorch 2.3)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    return bool(check and check())
+
+
+def _version(t: torch.Tensor) -> int:
+    """The version counter (bumped by in-place writes); inference tensors have none (0)."""
+    return 0 if t.is_inference() else t._version
+
+
 _MAX_PLANS = 16  # input shapes remembered per layer (a plan is a few KB to a few MB)
 
 
@@ -152,11 +163,12 @@ class _SparseKernel:
         self._geometry_args = (list(ls.kernel), list(ls.stride), list(ls.padding), list(ls.dilation))
         self._decisions.clear()
         self._plans.clear()
-        self._csr_version = self.weight._version
+        self._csr_version = _version(self.weight)
 
     def refresh(self) -> None:
-        """Rebuild the kernel's copy of the weights (needed only after writing to ``weight.data``,
-        which PyTorch's version counter does not see; in-place writes to ``weight`` are seen)."""
+        """Rebuild the kernel's copy of the weights: needed only after writing to ``weight.data``
+        or to a weight created under ``torch.inference_mode``, which PyTorch's version counter does
+        not see (in-place writes to ``weight`` are seen)."""
         self._refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +184,8 @@ class _SparseKernel:
     def run_sparse(self, x: torch.Tensor) -> torch.Tensor:
         """The sparse kernel, whatever the rule says (benchmarks, checks); it must be loaded."""
         if not load_sparse_kernels(warn=False):
-            raise RuntimeError("the sparse kernel is unavailable: " + "see binprune.deploy.sparse_kernels_status()")
-        if self._csr_version != self.weight._version:
+            raise RuntimeError(f"the sparse kernel is unavailable ({sparse_kernels_status()})")
+        if self._csr_version != _version(self.weight):
             self._refresh()
         return self._sparse(x)
 
@@ -197,9 +209,9 @@ class _SparseKernel:
         if x.dtype != torch.float32 or x.device.type != "cpu" or (
                 torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return False
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or _compiling():
             return False
-        if self._csr_version != self.weight._version:
+        if self._csr_version != _version(self.weight):
             self._refresh()
         key = (n, h, w)
         choice = self._decisions.get(key)
@@ -328,7 +340,8 @@ def sparsify(model: nn.Module, rule: SparseRule | None = None, *, inplace: bool 
     (``binprune.compact(model, engine="sparse")``). Builds the kernel if needed (first use);
     where it cannot be built, warns once and the layers keep PyTorch's dense kernels."""
     rule = rule or DEFAULT_RULE
-    model = model if inplace else copy.deepcopy(model)
+    with torch.inference_mode(False):  # a copy made in inference mode would hold inference tensors
+        model = model if inplace else copy.deepcopy(model)
     load_sparse_kernels()
     if type(model) in SPARSE_LAYERS and _eligible(model):
         return _swap(model, SPARSE_LAYERS[type(model)], rule)
