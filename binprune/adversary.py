@@ -27,19 +27,26 @@ import torchattacks
 from torchattacks.attack import Attack
 from torch import nn
 
+from .data import crop_flip, uncrop_flip
+
 __all__ = [
     "TRAIN_ATTACKS", "BN_MODES", "make_attack", "run_attack", "frozen_batchnorm_stats", "trades_loss",
-    "CarriedFGSM", "default_alpha",
+    "CarriedFGSM", "default_alpha", "CARRIED_ALPHA_FACTOR", "attack_bn_mode",
 ]
 
 from .config import ATTACK_BN_MODES as BN_MODES, TRAIN_ATTACKS  # noqa: E402  (names defined once)
 
 
-def default_alpha(attack: str, eps: float, steps: int) -> float:
+#: step of the carried fast attack, in units of eps: the reference's 4/255 at eps 8/255
+CARRIED_ALPHA_FACTOR = 0.5
+
+
+def default_alpha(attack: str, eps: float, steps: int, carry: bool = False) -> float:
     """Step size: 2.5 * eps / steps for iterative attacks (Madry et al.), 1.25 * eps for the
-    single-step fast attack (Wong et al., 2020)."""
+    single-step fast attack (Wong et al., 2020), 0.5 * eps for the carried fast attack (Liu et
+    al., 2022: 4/255 at 8/255)."""
     if attack == "fast":
-        return 1.25 * eps
+        return CARRIED_ALPHA_FACTOR * eps if carry else 1.25 * eps
     return 2.5 * eps / max(steps, 1)
 
 
@@ -68,20 +75,28 @@ class CarriedFGSM(Attack):
     Each training example keeps its perturbation in a buffer (int8 codes of ``delta / eps``) and
     the next epoch starts one signed-gradient step from there instead of from a random point, so
     the perturbation accumulates strength across epochs at the cost of one step per batch (the
-    "fast" variant of Liu et al., 2022, in the spirit of ATTA, Zheng et al., 2020). The buffer
-    starts uniform in [-eps, eps].
+    "fast" variant of Liu et al., 2022: ``FGSM_RS`` in their ``code/util/attack.py``, step 4/255
+    at eps 8/255). The buffer starts uniform in [-eps, eps].
+
+    With crop-and-flip augmentation (``padding > 0``) the buffer lives in the frame of the padded
+    original image, as the reference's does: each call reads the crop window of the batch's
+    augmentation (flipped when the image was), and writes the new perturbation back into that
+    window (un-flipped), leaving the rest of the padded frame as it was. So a pixel of the
+    original image keeps its perturbation whatever crop and flip the next epoch draws.
 
     Arguments:
         model (nn.Module): model to attack.
         num_examples (int): size of the training set (buffer rows).
-        example_shape (tuple): shape of one input.
+        example_shape (tuple): shape of one (un-augmented) input, ``(C, H, W)``.
         eps (float): maximum perturbation. (Default: 8/255)
-        alpha (float): step size. (Default: 1.25 * eps)
+        alpha (float): step size. (Default: 0.5 * eps, the reference's 4/255 at 8/255)
         generator (torch.Generator): seeds the buffer's initial values.
+        padding (int): padding of the crop augmentation (0: no augmentation; 4 for ``crop_flip``).
 
     Shape:
-        - images: :math:`(N, C, H, W)` in [0, 1]; labels: :math:`(N)`; indices: :math:`(N)` rows of
-          the buffer. Output: adversarial images :math:`(N, C, H, W)`.
+        - images: :math:`(N, C, H, W)` in [0, 1] (augmented); labels: :math:`(N)`; indices:
+          :math:`(N)` rows of the buffer; ``crops``: ``(offsets (N, 2), flips (N,))`` of the
+          augmentation when ``padding > 0``. Output: adversarial images :math:`(N, C, H, W)`.
 
     Examples::
         >>> attack = CarriedFGSM(model, len(train_set), (1, 28, 28), eps=0.1)
@@ -89,31 +104,46 @@ class CarriedFGSM(Attack):
     """
 
     def __init__(self, model: nn.Module, num_examples: int, example_shape: tuple[int, ...], eps: float = 8 / 255,
-                 alpha: float | None = None, generator: torch.Generator | None = None):
+                 alpha: float | None = None, generator: torch.Generator | None = None, padding: int = 0):
         super().__init__("CarriedFGSM", model)
         self.eps = eps
-        self.alpha = 1.25 * eps if alpha is None else alpha
+        self.alpha = CARRIED_ALPHA_FACTOR * eps if alpha is None else alpha
+        if padding < 0 or (padding and len(example_shape) != 3):
+            raise ValueError(f"padding must be >= 0 (and needs (C, H, W) examples), got {padding} for {example_shape}")
+        self.padding = int(padding)
+        shape = tuple(example_shape)
+        if self.padding:
+            c, h, w = shape
+            shape = (c, h + 2 * self.padding, w + 2 * self.padding)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.codes = torch.randint(-127, 128, (num_examples, *example_shape), generator=gen, dtype=torch.int8)
+        self.codes = torch.randint(-127, 128, (num_examples, *shape), generator=gen, dtype=torch.int8)
         self.supported_mode = ["default"]
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,  # type: ignore[override]
+                crops: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if (crops is None) != (self.padding == 0):
+            raise ValueError("the carried fast attack needs the batch's crops (offsets, flips) exactly when it was "
+                             f"built with padding > 0 (padding {self.padding}, crops {'given' if crops else 'missing'})")
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        delta = self.codes[indices.cpu()].to(self.device, torch.float32) * (self.eps / 127.0)
+        rows = indices.cpu()
+        stored = self.codes[rows]
+        frame = crop_flip(stored, *crops, padded=True) if crops is not None else stored
+        delta = frame.to(self.device, torch.float32) * (self.eps / 127.0)
         adv = torch.clamp(images + delta, 0, 1).detach().requires_grad_(True)
         loss = F.cross_entropy(self.get_logits(adv), labels)
         grad = torch.autograd.grad(loss, adv)[0]
         delta = torch.clamp(adv.detach() + self.alpha * grad.sign() - images, -self.eps, self.eps)
         adv = torch.clamp(images + delta, 0, 1).detach()
-        self.codes[indices.cpu()] = torch.round((adv - images) / self.eps * 127.0).clamp_(-127, 127).to(torch.int8).cpu()
+        codes = torch.round((adv - images) / self.eps * 127.0).clamp_(-127, 127).to(torch.int8).cpu()
+        self.codes[rows] = uncrop_flip(codes, *crops, into=stored) if crops is not None else codes
         return adv
 
 
 def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                 bn_mode: str = "train", num_examples: int | None = None,
                 example_shape: tuple[int, ...] | None = None, carry: bool = False,
-                generator: torch.Generator | None = None) -> Attack | None:
+                generator: torch.Generator | None = None, padding: int = 0) -> Attack | None:
     """Build the torchattacks attack used to make training examples.
 
     ``"pgd"``: PGD (Linf, random start, ``steps`` steps of ``alpha``). ``"fast"``: FGSM with a
@@ -131,7 +161,7 @@ def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None 
         raise ValueError(f"steps must be >= 1, got {steps}")
     if name == "none":
         return None
-    alpha = default_alpha(name, eps, steps) if alpha is None else alpha
+    alpha = default_alpha(name, eps, steps, carry) if alpha is None else alpha
     if alpha <= 0 and eps > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if name == "pgd":
@@ -141,11 +171,22 @@ def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None 
     elif carry:
         if num_examples is None or example_shape is None:
             raise ValueError("the carried fast attack needs num_examples and example_shape for its buffer")
-        attack = CarriedFGSM(model, num_examples, tuple(example_shape), eps=eps, alpha=alpha, generator=generator)
+        attack = CarriedFGSM(model, num_examples, tuple(example_shape), eps=eps, alpha=alpha, generator=generator,
+                             padding=padding)
     else:
         attack = torchattacks.FFGSM(model, eps=eps, alpha=alpha)
     configure_bn_mode(attack, bn_mode)
     return attack
+
+
+def attack_bn_mode(attack: str, bn_mode: str | None) -> str:
+    """The batch-norm mode of a training attack: ``bn_mode`` when given, else ``"eval"`` for
+    TRADES (its reference implementations run the inner maximization with ``model.eval()``:
+    Zhang et al.'s ``trades.py``, HYDRA's ``utils/adv.py``, Liu et al.'s ``code/util/attack.py``)
+    and ``"train"`` otherwise."""
+    if bn_mode is not None:
+        return bn_mode
+    return "eval" if attack == "trades" else "train"
 
 
 def configure_bn_mode(attack: Attack, bn_mode: str) -> None:

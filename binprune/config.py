@@ -32,7 +32,7 @@ from typing import Any, Mapping, TypeVar
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "EvalConfig", "SanityConfig", "CompareConfig",
     "load_yaml", "dump_yaml", "config_from_dict", "config_to_dict", "list_presets", "load_preset",
-    "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS", "WEIGHT_INITS",
+    "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "OPTIMIZERS", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS", "WEIGHT_INITS", "SCORE_INITS",
     "NORMS", "EVAL_ATTACKS", "PRESET_DIR", "check_linf_eps",
 ]
 
@@ -41,10 +41,13 @@ __all__ = [
 TRAIN_ATTACKS = ("pgd", "fast", "trades", "none")
 ATTACK_BN_MODES = ("train", "eval")
 SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adam")
+BUDGETS = ("equal", "published")
 AUGMENTATIONS = ("crop_flip", "none")
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 ALLOCATIONS = ("adaptive", "uniform", "global")
-WEIGHT_INITS = ("binary", "signed_constant", "kaiming")
+WEIGHT_INITS = ("binary", "signed_constant", "kaiming", "signed_kaiming")
+SCORE_INITS = ("uniform", "kaiming_uniform")
 NORMS = ("Linf", "L2")
 EVAL_ATTACKS = ("clean", "pgd", "autoattack", "autoattack-plus", "autoattack-rand", "autoattack-custom")
 EVAL_ORDERS = ("interleaved", "first", "permutation")
@@ -154,20 +157,26 @@ class TrainConfig:
     eps: float | None = setting(None, "Linf budget of the training attack in pixel units, e.g. 0.1 or 0.0314",
                                 kind="float0")
     epochs: int | None = setting(None, "training epochs", kind="int+")
+    budget_epochs: float | None = setting(None, "stop after this many epochs' worth of optimizer steps (a fraction "
+                                                "allowed; epochs must then be its ceiling)", kind="float+", cli=False)
     attack: str = setting("pgd", "training attack", choices=TRAIN_ATTACKS)
     alpha: float | None = setting(None, "attack step (default: 2.5*eps/attack_steps; fast: 1.25*eps)", kind="float+")
     attack_steps: int = setting(10, "iterations of the training attack (PGD / TRADES)", kind="int+")
     batch_size: int = setting(128, "global batch size", kind="int+")
-    lr: float = setting(0.1, "SGD learning rate", kind="float+")
+    lr: float = setting(0.1, "learning rate", kind="float+")
+    optimizer: str = setting("sgd", "optimizer (adam: BinaryConnect's, for binary weights)", choices=OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum", kind="fraction")
-    weight_decay: float = setting(5e-4, "SGD weight decay", kind="float0")
+    weight_decay: float = setting(5e-4, "weight decay (L2, added to the gradient)", kind="float0")
     schedule: str = setting("cosine", "learning-rate schedule (per step)", choices=SCHEDULES)
     warmup_epochs: float = setting(0.0, "linear warm-up epochs", kind="float0")
     val_fraction: float = setting(0.02, "held-out share of the training set for model selection", kind="fraction")
     trades_beta: float = setting(6.0, "TRADES: weight of the robustness term", kind="float0")
+    clean_loss_weight: float = setting(0.0, "weight of the clean cross-entropy next to the adversarial one (ATMC: "
+                                            "0.5)", kind="fraction")
     carry_perturbation: bool = setting(False, "fast attack: start from each example's previous perturbation",
                                        kind="bool")
-    attack_bn: str = setting("train", "batch-norm mode while the training attack runs", choices=ATTACK_BN_MODES)
+    attack_bn: str | None = setting(None, "batch-norm mode while the training attack runs (default: eval for "
+                                          "trades, as its references do; train otherwise)", choices=ATTACK_BN_MODES)
     augment: str | None = setting(None, "augmentation (default: the dataset's own: crop_flip for CIFAR)",
                                   choices=AUGMENTATIONS)
     seed: int = setting(0, "seed of weights, scores, data order and attacks", kind="int0")
@@ -196,6 +205,9 @@ class TrainConfig:
             _fail(f"alpha must be > 0, got {self.alpha}")
         if not _is_int(self.epochs) or self.epochs < 1:
             _fail(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if self.budget_epochs is not None and (not _is_number(self.budget_epochs) or self.budget_epochs <= 0
+                                               or math.ceil(self.budget_epochs) != self.epochs):
+            _fail(f"budget_epochs must be > 0 with epochs = its ceiling, got {self.budget_epochs!r} and {self.epochs}")
         if not _is_int(self.attack_steps) or self.attack_steps < 1:
             _fail(f"attack_steps must be an integer >= 1, got {self.attack_steps!r}")
         if not _is_int(self.batch_size) or self.batch_size < 2:
@@ -207,11 +219,17 @@ class TrainConfig:
         if self.weight_decay < 0:
             _fail(f"weight_decay must be >= 0, got {self.weight_decay}")
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not (_is_number(self.clean_loss_weight) and 0 <= self.clean_loss_weight <= 1):
+            _fail(f"clean_loss_weight must be in [0, 1], got {self.clean_loss_weight!r}")
+        if self.clean_loss_weight > 0 and self.attack == "trades":
+            _fail("clean_loss_weight applies to cross-entropy attacks, not to trades (whose loss has its own clean term)")
         if not 0 <= self.warmup_epochs < self.epochs:
             _fail(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if not 0 <= self.val_fraction < 1:
             _fail(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        _check_choice("attack_bn", self.attack_bn, ATTACK_BN_MODES)
+        if self.attack_bn is not None:
+            _check_choice("attack_bn", self.attack_bn, ATTACK_BN_MODES)
         if self.augment is not None:
             _check_choice("augment", self.augment, AUGMENTATIONS)
         if self.carry_perturbation and self.attack != "fast":
@@ -334,7 +352,10 @@ class CompareConfig:
     arch: str = setting("small_cnn", "architecture", cli=False)
     arch_kwargs: dict = setting(None, "architecture keyword arguments", cli=False, default_factory=dict)
     eps: float = setting(0.1, "Linf budget of training and evaluation", kind="float0", cli=False)
-    epochs: int = setting(5, "epochs per phase", kind="int+")
+    epochs: int = setting(5, "epochs of every method: the step budget its phases share (budget=equal)", kind="int+")
+    budget: str = setting("equal", "equal: every method trains `epochs` epochs' worth of optimizer steps, split over "
+                                   "its phases in its published proportions; published: every phase runs its "
+                                   "published epoch count", choices=BUDGETS)
     attack: str = setting("pgd", "training attack", choices=TRAIN_ATTACKS, cli=False)
     attack_steps: int = setting(10, "training attack iterations", kind="int+", cli=False)
     carry_perturbation: bool = setting(False, "fast attack: carried perturbations", kind="bool", cli=False)
@@ -367,6 +388,7 @@ class CompareConfig:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("attack", self.attack, TRAIN_ATTACKS)
         _check_choice("eval_order", self.eval_order, ("first", "permutation"))
+        _check_choice("budget", self.budget, BUDGETS)
         check_linf_eps(self.eps)
         for name in ("epochs", "test_examples", "attack_steps", "batch_size", "test_pgd_steps", "atmc_admm_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from .config import SCORE_INITS
 from .init import WEIGHT_INITS, fan_in, fixed_bias, fixed_weight
 from .sparsity import ALLOCATIONS, check_sparsity, allocate_keep_counts
 from .supermask import GlobalBudget, apply_mask, masked_tensors
@@ -347,7 +348,8 @@ def _keep_counts(sizes: list[int], sparsity: float, allocation: str, p: float) -
 
 
 def _convert_layers(targets: Sequence[tuple[str, nn.Module, str, str | None]], counts: Sequence[int], *,
-                    budget: GlobalBudget | None, init: str, seed: int, score_init_scale: float) -> None:
+                    budget: GlobalBudget | None, init: str, seed: int, score_init_scale: float,
+                    kaiming_scores: bool = False) -> None:
     """Give every target its fixed weight (drawn from ``(seed, name)``), its scores and mask, and
     its fixed bias, in the targets' own dtype and device."""
     for (module_name, module, weight_name, bias_name), count in zip(targets, counts):
@@ -360,9 +362,8 @@ def _convert_layers(targets: Sequence[tuple[str, nn.Module, str, str | None]], c
         with torch.no_grad():
             original.copy_(weight)
         gen = generator_for("scores", seed, name)
-        scores = torch.empty(original.shape, dtype=torch.float32).uniform_(
-            -score_init_scale, score_init_scale, generator=gen
-        )
+        bound = 1.0 / math.sqrt(max(fan, 1)) if kaiming_scores else score_init_scale
+        scores = torch.empty(original.shape, dtype=torch.float32).uniform_(-bound, bound, generator=gen)
         apply_mask(module, weight_name, scores=scores, keep_count=count, budget=budget)
         if bias_name is not None:
             old = getattr(module, bias_name)
@@ -399,6 +400,7 @@ def convert_to_binary_supermask(
     seed: int = 0,
     score_init_scale: float = 0.01,
     num_classes: int | None = None,
+    score_init: str = "uniform",
 ) -> Subnetwork:
     """Return a copy of ``model`` whose weight-bearing layers are supermask layers.
 
@@ -432,7 +434,10 @@ def convert_to_binary_supermask(
             once the class is registered with :func:`allow_type` (nothing is imported because a
             file names it).
         seed: integer seed of the weights and initial scores.
-        score_init_scale: scores start uniform in (-a, a) with this ``a``.
+        score_init_scale: scores start uniform in (-a, a) with this ``a`` (``score_init="uniform"``).
+        score_init: ``"uniform"`` (binprune's, above) or ``"kaiming_uniform"``: uniform in
+            ``(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's ``kaiming_uniform_(a=sqrt(5))`` that
+            edge-popup and RST use for their scores.
         num_classes: size of the logits for the last batch norm; by default the output size of
             the last Linear/Conv layer.
 
@@ -441,6 +446,8 @@ def convert_to_binary_supermask(
         >>> print(binprune.sparsity_report(net).table())
     """
     sparsity, seed = _check_settings(sparsity, allocation, p, init, bn, score_init_scale, seed, num_classes)
+    if score_init not in SCORE_INITS:
+        raise ValueError(f"unknown score_init {score_init!r}: choose one of {', '.join(SCORE_INITS)}")
     _check_model(model)
     exclude = _check_exclude(model, exclude)
 
@@ -453,7 +460,8 @@ def convert_to_binary_supermask(
         num_classes = _infer_num_classes(network)
 
     counts, budget = _keep_counts([getattr(m, w).numel() for _, m, w, _ in targets], sparsity, allocation, p)
-    _convert_layers(targets, counts, budget=budget, init=init, seed=seed, score_init_scale=score_init_scale)
+    _convert_layers(targets, counts, budget=budget, init=init, seed=seed, score_init_scale=score_init_scale,
+                    kaiming_scores=score_init == "kaiming_uniform")
 
     lbn = _finish_network(network, bn=bn, num_classes=num_classes if last_bn else None, dtype=dtype)
     config = {
@@ -468,6 +476,8 @@ def convert_to_binary_supermask(
         "score_init_scale": float(score_init_scale),
         "num_classes": int(num_classes) if num_classes is not None else None,
     }
+    if score_init != "uniform":  # recorded only when set, so earlier specs stay unchanged
+        config["score_init"] = score_init
     sub = Subnetwork(network, lbn, config)
     sub.train(model.training)
     return attach_spec(sub, find_spec(model, nested=False).with_transform("supermask", config))

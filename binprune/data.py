@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "ImageTensorDataset", "load_dataset", "DATASETS", "iterate_batches", "augment_batch",
-    "DEFAULT_FASHION_MNIST_DIR", "split_train_val", "num_batches", "epoch_order",
+    "DEFAULT_FASHION_MNIST_DIR", "split_train_val", "num_batches", "epoch_order", "CROP_PADDING", "crop_flip_params",
+    "crop_flip", "uncrop_flip", "augmentation_generator",
 ]
 
 from .config import AUGMENTATIONS, DATASETS  # noqa: E402  (names defined once)
@@ -268,23 +269,63 @@ def _load_image_folder(root: Path, split: str, *, name: str) -> ImageTensorDatas
 
 # --- batches -------------------------------------------------------------------------------------
 
+#: zero padding of the ``crop_flip`` augmentation, in pixels on every side
+CROP_PADDING = 4
+
+
+def crop_flip_params(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of ``crop_flip`` for ``n`` images: ``(offsets, flips)``, ``offsets[i] =
+    (dy, dx)`` of the crop in the padded image (0 to ``2 * CROP_PADDING``) and ``flips[i]`` whether
+    the crop is mirrored. :func:`augment_batch` draws exactly these, so a caller holding the same
+    generator state gets the augmentation a batch received (the carried fast attack needs it)."""
+    offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    return offsets, flips
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, padded: bool = False,
+              fill: float = 0.0) -> torch.Tensor:
+    """Apply given crops and flips. ``padded=True``: ``images`` are already padded (``H + 2 *
+    CROP_PADDING`` high), as the carried perturbation buffer is."""
+    if not padded:
+        pad = CROP_PADDING
+        images = F.pad(images, (pad, pad, pad, pad), value=fill)
+    n, _, hp, wp = images.shape
+    h, w = hp - 2 * CROP_PADDING, wp - 2 * CROP_PADDING
+    out = images.new_empty(n, images.shape[1], h, w)
+    for i in range(n):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = images[i, :, dy:dy + h, dx:dx + w]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def uncrop_flip(values: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`crop_flip` on padded tensors: ``into`` (padded, ``(n, C, H + 2p,
+    W + 2p)``) with each crop window replaced by the un-flipped ``values`` (``(n, C, H, W)``);
+    outside the window ``into`` is kept. Returns a new tensor."""
+    out = into.clone()
+    h, w = values.shape[-2:]
+    for i in range(values.shape[0]):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        out[i, :, dy:dy + h, dx:dx + w] = values[i].flip(-1) if flips[i] else values[i]
+    return out
+
+
 def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     """Random crop with 4 pixels of zero padding plus horizontal flip (``"crop_flip"``), or
-    nothing (``"none"``). Randomness comes only from ``generator``."""
+    nothing (``"none"``). Randomness comes only from ``generator`` (:func:`crop_flip_params`)."""
     if kind == "none":
         return images
     if kind != "crop_flip":
         raise ValueError(f"unknown augmentation {kind!r}: choose one of {', '.join(AUGMENTATIONS)}")
-    n, _, h, w = images.shape
-    padded = F.pad(images, (4, 4, 4, 4))
-    offsets = torch.randint(0, 9, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
+    offsets, flips = crop_flip_params(images.shape[0], generator)
+    return crop_flip(images, offsets, flips)
+
+
+def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The generator that augments batch ``batch`` of epoch ``epoch`` (:func:`iterate_batches`)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -332,8 +373,7 @@ def iterate_batches(
             x = torch.stack([torch.as_tensor(it[0]) for it in items])
             y = torch.as_tensor([int(it[1]) for it in items])
         if augment != "none":
-            gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + b)
-            x = augment_batch(x, augment, gen)
+            x = augment_batch(x, augment, augmentation_generator(seed, epoch, b))
         yield x, y, idx
 
 

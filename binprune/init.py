@@ -14,8 +14,11 @@ Schemes
     ``keep_ratio`` of its inputs preserves activation variance (He et al. scaling applied to the
     pruned fan-in).
 ``"kaiming"``
-    Full-precision N(0, 2 / fan_in). A supermask on these weights is the robust scratch ticket
-    (RST) baseline.
+    Full-precision N(0, 2 / fan_in) (binprune 0.2's RST row).
+``"signed_kaiming"``
+    ±sqrt(2 / fan_in): edge-popup's ``signed_constant`` without ``--scale-fan`` (the Kaiming
+    standard deviation with random signs; ``allenai/hidden-networks`` ``utils/builder.py``), the
+    weights of the robust scratch ticket (RST, ``GATECH-EIC/Robust-Scratch-Ticket``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def fixed_weight(
     scale = 1.0
     if init == "signed_constant":
         scale = math.sqrt(2.0 / (max(keep_ratio, 1e-12) * max(fan_in_count, 1)))
+    elif init == "signed_kaiming":
+        scale = math.sqrt(2.0 / max(fan_in_count, 1))
     return signs.to(dtype).mul_(scale)
 
 
@@ -74,14 +79,14 @@ def fixed_bias(
 ) -> torch.Tensor:
     """Draw the fixed bias of one layer.
 
-    Zero for ``"binary"`` and ``"signed_constant"``: a binary network has no full-precision
-    biases to store. ``"kaiming"`` keeps PyTorch's default bias distribution U(-1/sqrt(fan_in),
+    Zero for ``"binary"``, ``"signed_constant"`` and ``"signed_kaiming"``: a binary network has
+    no full-precision biases to store (edge-popup's and RST's layers have no bias). ``"kaiming"`` keeps PyTorch's default bias distribution U(-1/sqrt(fan_in),
     1/sqrt(fan_in)), drawn from the seeded generator.
     """
     if init not in WEIGHT_INITS:
         raise ValueError(f"unknown init {init!r}: choose one of {', '.join(WEIGHT_INITS)}")
     seed = check_seed(seed)
-    if init in ("binary", "signed_constant"):
+    if init in ("binary", "signed_constant", "signed_kaiming"):
         return torch.zeros(shape, dtype=dtype)
     gen = generator_for("bias", init, seed, name)
     bound = 1.0 / math.sqrt(max(fan_in_count, 1))

@@ -8,6 +8,8 @@ from torch import nn
 
 import binprune
 from binprune.methods import (
+    at_model,
+    flyingbird_model,
     ATMCProjection,
     BinaryWeight,
     LatentClip,
@@ -262,11 +264,17 @@ def _variants():
         "binprune-global": binprune.convert_to_binary_supermask(_tiny(), sparsity=0.9, allocation="global"),
         "atmc": atmc_model(_tiny(), sparsity=0.9, bits=1),
         "rst": rst_model(_tiny(), sparsity=0.9),
+        "rst-lbn": rst_model(_tiny(), sparsity=0.9, last_bn=True),
+        "at-binaryconnect-lbn": at_model(_tiny(), binary=True, last_bn=True),
+        "at-fp-lbn": at_model(_tiny(), last_bn=True),
+        "flyingbird": flyingbird_model(_tiny(), sparsity=0.9),
+        "hydra-prune-bn": hydra_model(_tiny(), sparsity=0.9, train_bn=True),
     }
 
 
 @pytest.mark.parametrize("kind", ["dense", "binary", "hydra-prune", "hydra-finetune-binary", "hydra-finetune-fp",
-                                  "atmc", "rst", "binprune-global"])
+                                  "atmc", "rst", "binprune-global", "rst-lbn", "at-binaryconnect-lbn", "at-fp-lbn",
+                                  "flyingbird", "hydra-prune-bn"])
 def test_every_method_round_trips_through_checkpoints(kind, tmp_path):
     model = _variants()[kind]
     with torch.no_grad():  # move the state away from what a rebuild would give
@@ -323,6 +331,8 @@ _TRANSFORMS = {
     "hydra-finetune-binary": lambda m: hydra_model(m, sparsity=0.9, stage="finetune", binary=True),
     "atmc": lambda m: atmc_model(m, sparsity=0.9, bits=1),
     "rst": lambda m: rst_model(m, sparsity=0.9),
+    "at-binaryconnect-lbn": lambda m: at_model(m, binary=True, last_bn=True),
+    "flyingbird": lambda m: flyingbird_model(m, sparsity=0.9),
 }
 
 
@@ -396,9 +406,11 @@ def test_weight_sparsity_counts_zero_conv_and_linear_weights():
 
 
 def test_method_registry():
-    assert list_methods()[:4] == ["at-fp", "at-binary", "at-fp-small", "at-binary-small"]
-    assert {"hydra-binary", "atmc-binary", "rst", "binprune-p0.1", "binprune-p0.1-nolbn"} <= set(list_methods())
-    assert get_method("hydra-binary").label == "HYDRA (binary)" and get_method("hydra-binary").name == "hydra-binary"
+    assert list_methods()[:4] == ["at-fp", "at-fp-lbn", "at-binary", "at-binary-lbn"]
+    assert {"hydra-binary", "atmc-binary", "rst", "rst-lbn", "sehwag2019", "flyingbird", "binprune-pgd10",
+            "binprune-fast", "binprune-p0.1", "binprune-p0.1-nolbn"} <= set(list_methods())
+    assert get_method("hydra-binary").label == "HYDRA (binary), uniform"
+    assert get_method("hydra-binary").name == "hydra-binary"
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")
 

@@ -12,7 +12,7 @@ from binprune.results import ComparisonRow
 from .conftest import requires_fashion_mnist
 
 # One method of each kind; the "tiny" preset has a 2-stage network and a cut-down AutoAttack.
-SMOKE_METHODS = ["at-binary-small", "hydra-binary", "atmc-binary", "binprune-p0.1"]
+SMOKE_METHODS = ["at-binary-small", "hydra-binary", "hydra-fp", "atmc-binary", "binprune-p0.1"]
 SMOKE_OVERRIDES = ["--train-examples", "128", "--test-examples", "8"]
 
 
@@ -39,10 +39,13 @@ def test_compare_writes_the_table_and_skips_finished_methods(tmp_path, capsys):
     table = json.loads((out / "table.json").read_text())
     assert [r["method"] for r in table["rows"]] == SMOKE_METHODS[:2]
     row = table["rows"][1]
-    assert row["label"] == "HYDRA (binary)" and row["sparsity"] > 0.9 and row["stored_bytes"] > 0
+    assert row["label"] == "HYDRA (binary), uniform" and row["sparsity"] > 0.9 and row["stored_bytes"] > 0
     assert set(row["accuracy"]) == {"clean", "pgd", "autoattack"}
-    assert [p["name"] for p in row["phases"]] == ["dense-fp", "hydra-prune-uniform", "hydra-ft-binary-uniform"]
-    assert "| HYDRA (binary) | uniform | binary |" in (out / "table.md").read_text()
+    # HYDRA's 100 / 20 / 100 split of the one-epoch budget
+    assert [p["name"] for p in row["phases"]] == ["hydra-pretrain-trades-e0.4545", "hydra-prune-uniform-trades-e0.09091",
+                                                  "hydra-ft-binary-uniform-trades-e0.4545"]
+    assert "| HYDRA (binary), uniform | uniform | binary |" in (out / "table.md").read_text()
+    assert any(n.startswith("Budget: equal") for n in table["notes"])
     finished = {m: os.stat(out / "methods" / f"{m}.json").st_mtime_ns for m in SMOKE_METHODS[:2]}
     capsys.readouterr()
 
@@ -50,11 +53,12 @@ def test_compare_writes_the_table_and_skips_finished_methods(tmp_path, capsys):
     assert main([*args, "--methods", *SMOKE_METHODS]) == 0
     log = capsys.readouterr().out
     assert "at-binary-small: finished earlier, skipped" in log and "hydra-binary: finished earlier, skipped" in log
-    assert "phase dense-fp: done" in log  # ATMC starts from the shared pre-trained model
+    assert "phase hydra-pretrain-trades-e0.4545: done" in log  # HYDRA (FP) reuses the shared phases
+    assert "phase hydra-prune-uniform-trades-e0.09091: done" in log
     assert {m: os.stat(out / "methods" / f"{m}.json").st_mtime_ns for m in SMOKE_METHODS[:2]} == finished
     table = json.loads((out / "table.json").read_text())
     assert [r["method"] for r in table["rows"]] == SMOKE_METHODS
-    atmc = table["rows"][2]
+    atmc = table["rows"][3]
     assert atmc["sparsity"] >= 0.99 - 1e-9
     assert not table["pending_methods"]
 

@@ -16,10 +16,12 @@ def add_parser(sub: Any) -> None:
     presets = ", ".join(list_presets("compare"))
     p = sub.add_parser(
         "compare", help="train and evaluate binprune and its baselines under one protocol",
-        description="Train and evaluate binprune and its baselines (dense AT in full precision and binary, at full "
-                    "size and small; HYDRA; ATMC; RST) with the same data, architecture, attack, seed and epochs per "
-                    "phase, then write DIR/table.json, DIR/table.md and DIR/table.png. Re-running with the same --out "
-                    "skips finished methods and resumes unfinished ones.",
+        description="Train and evaluate binprune and its baselines (the rows of the paper's table: dense AT in full "
+                    "precision and BinaryConnect, with and without LBN, full size and small; Flying Bird; RST; HYDRA; "
+                    "Sehwag et al. 2019; ATMC; binprune with PGD-10 and fast) with the same data, architecture, "
+                    "attack budget, seed and number of optimizer steps, each method with its own loss, optimizer and "
+                    "schedule, then write DIR/table.json, DIR/table.md and DIR/table.png. Re-running with the same "
+                    "--out skips finished methods and resumes unfinished ones.",
         epilog=f"Presets: {presets} (binprune/presets/compare/*.yaml). See docs/BASELINES.md.",
     )
     p.add_argument("--preset", required=True, metavar="NAME", help=f"one of: {presets}")

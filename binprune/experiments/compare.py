@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import json
 import os
 import time
@@ -45,7 +46,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import CompareConfig, TrainConfig, config_from_dict, load_preset
 from ..config import list_presets as list_config_presets
-from ..data import load_dataset
+from ..data import load_dataset, num_batches
 from ..evaluation import evaluate
 from ..evaluation.runner import package_versions
 from ..loading import load_model
@@ -61,19 +62,21 @@ from ..views import ExampleView, select_examples
 __all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table",
            "table_statistics", "REFERENCE_METHOD", "PAIRED_ATTACKS", "ALPHA"]
 
-DEFAULT_METHODS = (
-    "at-fp", "at-binary", "at-fp-small", "at-binary-small",
-    "hydra-fp", "hydra-binary", "hydra-binary-p0.1",
-    "atmc-fp", "atmc-binary", "atmc-binary-p0.1",
-    "rst", "binprune-p0.1", "binprune-p1.0", "binprune-global",
+#: The rows of the paper's table (Liu et al., 2022), in its order, and binprune's own variants.
+PAPER_METHODS = (
+    "at-fp", "at-fp-lbn", "at-binary", "at-binary-lbn", "at-fp-small", "at-binary-small",
+    "flyingbird", "rst", "rst-lbn", "hydra-fp-p0.1", "hydra-binary-p0.1", "hydra-fp", "hydra-binary",
+    "sehwag2019", "atmc-fp", "atmc-binary", "atmc-fp-p0.1", "atmc-binary-p0.1", "binprune-pgd10", "binprune-fast",
 )
+DEFAULT_METHODS = PAPER_METHODS + ("binprune-p0.1", "binprune-p1.0", "binprune-global")
 
 #: Datasets without a default folder (Fashion-MNIST has the Debian package's).
 _NEEDS_DATA_DIR = ("cifar10", "cifar100", "imagefolder")
 
 # --- presets -------------------------------------------------------------------------------------
 
-_OVERRIDABLE = ("epochs", "train_examples", "test_examples")
+_OVERRIDABLE = ("epochs", "train_examples", "test_examples", "budget")
+_CHOICE_OVERRIDES = {"budget": ("equal", "published")}
 _DEPRECATED_OVERRIDES = {"eval_examples": "test_examples"}
 # Protocol keys of results folders written before the settings were renamed.
 _LEGACY_PROTOCOL_KEYS = {"steps": "attack_steps", "eval_examples": "test_examples", "pgd_steps": "test_pgd_steps"}
@@ -98,6 +101,10 @@ def _normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"cannot override {sorted(unknown)}: only {', '.join(_OVERRIDABLE)}")
     for key, value in given.items():
+        if key in _CHOICE_OVERRIDES:
+            if value not in _CHOICE_OVERRIDES[key]:
+                raise ValueError(f"{key} must be one of {', '.join(_CHOICE_OVERRIDES[key])}, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
     return given
@@ -161,33 +168,67 @@ class Runner:
                            carry_perturbation=c.carry_perturbation, batch_size=c.batch_size, lr=lr,
                            weight_decay=c.weight_decay, seed=c.seed)
 
+    def phase_epochs(self, phase: Phase) -> float:
+        """Epochs of ``phase`` under the comparison's budget rule (:meth:`Phase.budget_epochs`)."""
+        return phase.budget_epochs(self.config.epochs, self.config.budget)
+
+    def phase_config(self, phase: Phase) -> TrainConfig:
+        """The trainer's settings of ``phase``: the comparison's (data, attack budget, batch, seed),
+        its share of the step budget, and the method's own loss, optimizer and schedule."""
+        epochs = self.phase_epochs(phase)
+        whole = max(1, math.ceil(epochs - 1e-9))
+        base = dataclasses.replace(self.train_config(phase.lr), epochs=whole,
+                                   budget_epochs=None if epochs == whole else epochs)
+        return dataclasses.replace(base, **dict(phase.train))
+
+    def phase_steps(self, phase: Phase) -> int:
+        """Optimizer steps ``phase`` trains: its epochs times the trainer's steps per epoch (the
+        training subset less the validation share, whole batches)."""
+        config = self.phase_config(phase)
+        view = ExampleView(self.train_set).split(config.val_fraction, config.seed, "val")[0]
+        per_epoch = num_batches(len(view), config.batch_size, drop_last=True)
+        if config.budget_epochs is None:
+            return per_epoch * config.epochs
+        return max(1, round(per_epoch * config.budget_epochs))
+
+    def phase_folder(self, phase: Phase) -> str:
+        """A phase's folder name: its name, with its epochs when the method gives a schedule
+        (the same phase under two budgets is two runs)."""
+        if phase.epochs is None:
+            return phase.name
+        return f"{phase.name}-e{self.phase_epochs(phase):.4g}"
+
     def run_phase(self, phase: Phase) -> tuple[nn.Module, dict]:
         """Train ``phase`` (or resume it, or reuse its finished result): ``(model, record)``."""
-        if phase.name in self._finished:
-            return self._finished[phase.name]
-        folder = self.out_dir / "phases" / phase.name
+        key = self.phase_folder(phase)
+        if key in self._finished:
+            return self._finished[key]
+        folder = self.out_dir / "phases" / key
         final = folder / "final.pt"
         if final.is_file():
             record = load_checkpoint(final)["phase"]
-            self.log(f"  phase {phase.name}: done ({record['seconds']:.0f} s), reusing {final}")
-            self._finished[phase.name] = (load_model(final, device=self.device), record)
-            return self._finished[phase.name]
-        self.log(f"  phase {phase.name}: training {self.config.epochs} epoch(s), lr {phase.lr:g}")
+            self.log(f"  phase {key}: done ({record['seconds']:.0f} s), reusing {final}")
+            self._finished[key] = (load_model(final, device=self.device), record)
+            return self._finished[key]
+        config = self.phase_config(phase)
+        self.log(f"  phase {key}: training {config.budget_epochs or config.epochs:.4g} epoch(s), lr {phase.lr:g}"
+                 + (f", {dict(phase.train)}" if phase.train else ""))
         model = phase.build(phase.start())
         step_hook = phase.hook(model) if phase.hook is not None else None
-        result = train(model, self.train_set, self.train_config(phase.lr), device=self.device,
+        result = train(model, self.train_set, config, device=self.device,
                        progress=self.progress, out_dir=folder, resume=(folder / "last.pt").is_file(),
                        step_hook=step_hook,
-                       extra_config={"compare_preset": self.config.name, "compare_phase": phase.name})
+                       extra_config={"compare_preset": self.config.name, "compare_phase": key})
         model = result.model
         details = phase.finish(model, step_hook) if phase.finish is not None else {}
         facts = result.facts
         val = facts.get("val_accuracy")
-        record = {"name": phase.name, "seconds": float(facts["seconds"]), "epochs": self.config.epochs,
+        record = {"name": key, "seconds": float(facts["seconds"]), "epochs": config.budget_epochs or config.epochs,
                   "lr": phase.lr, "selected_epoch": facts["selected_epoch"],
-                  "val_robust_acc": val.get("pgd") if val else None, "details": details}
+                  "val_robust_acc": val.get("pgd") if val else None, "details": details,
+                  "settings": dict(phase.train), "optimizer_steps": facts.get("optimizer_steps")}
         save_checkpoint(final, model, phase=record)
-        self._finished[phase.name] = (model, record)
+        self._finished[key] = (model, record)
         return model, record
 
 
@@ -240,9 +281,26 @@ def _autoattack_warnings(report: EvalReport) -> list[str]:
 
 
 def _attack_text(c: CompareConfig) -> str:
-    return {"fast": f"FGSM with random start (step 1.25 eps){', perturbation carried across epochs' if c.carry_perturbation else ''}",
+    fast = ("FGSM from each example's perturbation of the previous epoch (step 0.5 eps; kept in the padded frame "
+            "under crop and flip)" if c.carry_perturbation else "FGSM with random start (step 1.25 eps)")
+    return {"fast": fast,
             "pgd": f"PGD-{c.attack_steps} (step 2.5 eps/{c.attack_steps}, random start)",
             "trades": f"TRADES (TPGD-{c.attack_steps})", "none": "none"}[c.attack]
+
+
+def _budget_note(c: CompareConfig) -> str:
+    """The step-budget rule of the table, stated with its numbers."""
+    if c.budget == "published":
+        return ("Budget: published: every phase runs its method's published epoch count (AT and binprune PGD-10 400, "
+                "binprune fast 100, RST 160, Flying Bird 200, HYDRA 100/20/100, Sehwag et al. 100/100, ATMC "
+                "200/200/200), so methods get DIFFERENT numbers of optimizer steps. Train time sums a method's phases.")
+    return (f"Budget: equal: every method gets the same total number of optimizer steps, {c.epochs} epoch(s) of the "
+            "training subset (to within one step per phase); a multi-phase method splits it in its published "
+            "proportions (HYDRA pre-train/prune/fine-tune 100/20/100, Sehwag et al. 100/100, ATMC pre-train/L0/ADMM "
+            "200/200/200) while each phase keeps its method's own loss, optimizer, learning rate and schedule "
+            "(docs/BASELINES.md). Rows without a schedule of their own (binprune-p0.1, -p1.0, -global) train "
+            f"{c.epochs} epoch(s) with the table's attack. budget=published runs every method's own full schedule "
+            "instead. Train time (wall clock) sums a method's phases, shared phases counted in full.")
 
 
 def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -> list[str]:
@@ -250,16 +308,14 @@ def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -
         f"Data: {c.dataset}; training on {data['train_selection']}, {c.eps:.4g} Linf budget; the same for every method.",
         f"Architecture: {c.arch}" + (f" {c.arch_kwargs}" if c.arch_kwargs else "")
         + f", {full_params:,} parameters in the dense model (the small rows use a narrowed copy).",
-        f"Training: every phase runs {c.epochs} epoch(s) of adversarial training with {_attack_text(c)}, batch "
-        f"{c.batch_size}, SGD momentum 0.9, weight decay {c.weight_decay:g}, cosine schedule, seed {c.seed}; learning "
-        f"rate {c.lr:g} for phases from scratch (dense AT, score training) and {c.finetune_lr:g} for phases that start "
-        "from a trained network (HYDRA fine-tuning, ATMC). Each phase keeps the epoch with the best PGD accuracy on a "
-        "held-out 2% of its training examples.",
-        f"Phase budgets: AT, RST and binprune: {c.epochs} epochs; HYDRA: pre-train {c.epochs} + prune {c.epochs} + "
-        f"fine-tune {c.epochs}; ATMC: pre-train {c.epochs} + ADMM {c.epochs} (penalty {c.atmc_penalty:g} per step, "
-        f"Z/U update every {c.atmc_admm_every} steps). The pre-training of HYDRA and ATMC is the AT (FP) model itself "
-        "(one shared run), and HYDRA's FP and binary rows share their pruning phase; train time sums a method's "
-        "phases, counting shared phases in full for every method that uses them.",
+        f"Training: adversarial training with {_attack_text(c)} at the table's eps unless a method's own trainer "
+        "says otherwise (HYDRA and Sehwag et al.: TRADES; ATMC: 0.5 CE clean + 0.5 CE adversarial on PGD; Flying Bird "
+        "and binprune-pgd10: PGD-10; binprune-fast: the carried FGSM), all with the same eps and attack iterations; "
+        f"batch {c.batch_size}, seed {c.seed}. Optimizers, learning rates, weight decays and schedules are each "
+        f"method's own (docs/BASELINES.md); rows without their own use SGD momentum 0.9, lr {c.lr:g} (from scratch) "
+        f"or {c.finetune_lr:g} (from a trained network), weight decay {c.weight_decay:g}, cosine. Each phase keeps the "
+        "epoch with the best PGD accuracy on a held-out 2% of its training examples.",
+        _budget_note(c),
         f"Evaluation: clean, PGD-{c.test_pgd_steps} (step 2.5 eps/{c.test_pgd_steps}, random start) and AutoAttack "
         f"standard (APGD-CE, APGD-T, FAB-T, Square) at eps={c.eps:.4g} on {data['eval_selection']} (class counts "
         f"{data['eval_class_counts']}); accuracies are fractions in [0, 1]."

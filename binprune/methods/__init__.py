@@ -10,6 +10,7 @@ precision and training phases, each built from a base model without changing it.
 - :mod:`.dense`: AT of the dense network, full precision or binary weights, full-size or small;
 - :mod:`.hydra`: HYDRA (scores from pre-trained weights, then fine-tuning);
 - :mod:`.atmc`: ATMC (projection and ADMM quantization);
+- :mod:`.flyingbird`: Flying Bird (dynamic sparse adversarial training);
 - :mod:`.measure`: weight layers, :func:`weight_sparsity`, and :func:`stored_size`, which finds
   the size formula of the method that built a model from the model's spec.
 
@@ -53,7 +54,10 @@ from .dense import (
 )
 from .hydra import Hydra, hydra_model, hydra_scores, hydra_size
 from .atmc import ATMC, ATMCProjection, atmc_model, atmc_size, kmeans_codebook, quantize_with_zero
-from .supermask import RST, Supermask, rst_model, supermask_size
+from .supermask import RST, BinpruneTrainer, Supermask, rst_model, supermask_size
+from .flyingbird import DynamicSparsity, FlyingBird, flyingbird_model
+from .dense import ConnectClip, ConnectSign, LastBatchNorm, at_model
+from .hydra import Sehwag2019
 
 __all__ = [
     # the interface and the registry
@@ -66,4 +70,6 @@ __all__ = [
     "ATMC", "ATMCProjection", "BinaryWeight", "DenseAT", "Hydra", "LatentClip", "RST", "Supermask",
     "atmc_model", "atmc_size", "binarize_weights", "binary_dense_size", "dense_size", "hydra_model", "hydra_scores",
     "hydra_size", "kmeans_codebook", "quantize_with_zero", "rst_model", "supermask_size", "width_factor_for_ratio",
+    "BinpruneTrainer", "ConnectClip", "ConnectSign", "DynamicSparsity", "FlyingBird", "LastBatchNorm", "Sehwag2019",
+    "at_model", "flyingbird_model",
 ]

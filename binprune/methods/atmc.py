@@ -1,12 +1,18 @@
 """ATMC (Gui et al., 2019): adversarial training under a sparsity budget and weight quantization,
 solved by projection and ADMM.
 
-What differs from binprune: the weights themselves are trained (starting from the adversarially
-pre-trained dense network) and there are no scores. After every optimizer step of
-``binprune.train``, :class:`ATMCProjection` (a step hook whose state is checkpointed):
+What differs from binprune: the weights themselves are trained and there are no scores. ATMC
+runs three stages, as its README does with ``cifar/train_proj_admm_quant.py`` (200 epochs each):
+dense pre-training (``--raw_train``), training under the L0 projection alone
+(``--prune_algo l0proj``), then the ADMM stage with quantization. Every stage minimizes
+``0.5 CE(clean) + 0.5 CE(adversarial)`` (``cifar/util_trts.py``,
+``model_train_proj_prune_admm_quant``), and the ADMM stage adds ``rho/2 ||W - Z + U||^2``
+(``rho = 0.1``, ``train_proj_admm_quant.py``) to that loss (:meth:`ATMCProjection.loss_term`).
+After every optimizer step of ``binprune.train``, :class:`ATMCProjection` (a step hook whose
+state is checkpointed):
 
-1. pulls the weights toward the ADMM target, ``W -= penalty * (W - Z + U)`` (a gradient step on
-   the augmented-Lagrangian term ``rho/2 ||W - Z + U||^2``, ``penalty = lr * rho``);
+1. with ``penalty > 0`` only (binprune 0.2's variant, not ATMC's): pulls the weights toward the
+   ADMM target, ``W -= penalty * (W - Z + U)``, outside the optimizer;
 2. projects onto the L0 budget: keeps the ``k`` largest ``|W|`` across all layers (``"global"``,
    ATMC's own allocation) or per layer with binprune's counts (``"adaptive"`` / ``"uniform"``),
    and zeroes the rest;
@@ -37,6 +43,7 @@ from ..spec import attach_spec, find_spec, register_transform
 from ..supermask import topk_mask
 from .base import Method, MethodContext, Phase, allocation_tag, register_method
 from .dense import from_pretrained, pretraining_phase
+from .hydra import from_phase
 from .measure import (
     coded_mask_bytes,
     effective_weights,
@@ -47,7 +54,7 @@ from .measure import (
 )
 
 __all__ = ["ATMCProjection", "quantize_with_zero", "kmeans_codebook", "atmc_model", "atmc_size", "ATMC_ALLOCATIONS",
-           "ATMC"]
+           "ATMC", "ATMC_TRAIN", "ATMC_EPOCHS", "ATMC_RHO"]
 
 ATMC_ALLOCATIONS = ("global", "adaptive", "uniform")
 
@@ -101,13 +108,15 @@ class ATMCProjection:
         allocation: ``"global"`` (one threshold across layers), ``"adaptive"`` (binprune's counts,
             exponent ``p``) or ``"uniform"``.
         bits: ``2**bits`` non-zero levels per layer (1: binary); ``None`` for no quantization.
-        penalty: pull toward ``Z - U`` per step (``lr * rho``).
+        penalty: pull toward ``Z - U`` per step, outside the loss (0: off).
+        rho: weight of ``rho/2 ||W - Z + U||^2`` in the loss (:meth:`loss_term`; ATMC: 0.1).
         admm_every: steps between ``Z`` / ``U`` updates.
         kmeans_iterations: Lloyd iterations per codebook fit.
     """
 
     def __init__(self, model: nn.Module, *, sparsity: float, allocation: str = "global", p: float = 0.1,
-                 bits: int | None = 1, penalty: float = 0.01, admm_every: int = 10, kmeans_iterations: int = 10):
+                 bits: int | None = 1, penalty: float = 0.01, admm_every: int = 10, kmeans_iterations: int = 10,
+                 rho: float = 0.0):
         self.sparsity = check_sparsity(sparsity)
         if allocation not in ATMC_ALLOCATIONS:
             raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
@@ -119,6 +128,9 @@ class ATMCProjection:
             raise ValueError(f"admm_every must be >= 1, got {admm_every}")
         self.allocation, self.p, self.bits = allocation, float(p), bits
         self.penalty, self.admm_every, self.kmeans_iterations = float(penalty), int(admm_every), int(kmeans_iterations)
+        if not rho >= 0:
+            raise ValueError(f"rho must be >= 0, got {rho}")
+        self.rho = float(rho)
         weights = self._weights(model)
         sizes = [w.numel() for w in weights]
         self.total_keep = max(1, round((1.0 - self.sparsity) * sum(sizes)))
@@ -162,6 +174,15 @@ class ATMCProjection:
             self.U = [u.to(device) for u in self.U]
             self.codebooks = [c.to(device) for c in self.codebooks]
 
+    def loss_term(self, model: nn.Module) -> torch.Tensor | float:
+        """ATMC's augmented-Lagrangian term ``rho/2 * sum ||W - Z + U||^2`` over the conv / linear
+        weights (differentiable in ``W``; 0 without quantization or with ``rho = 0``)."""
+        if self.bits is None or self.rho == 0:
+            return 0.0
+        weights = self._weights(model)
+        self._to(weights[0].device)
+        return self.rho / 2 * sum(((w - z + u) ** 2).sum() for w, z, u in zip(weights, self.Z, self.U))
+
     @torch.no_grad()
     def __call__(self, model: nn.Module, step: int) -> None:
         weights = self._weights(model)
@@ -204,8 +225,11 @@ class ATMCProjection:
                 "settings": self._settings()}
 
     def _settings(self) -> dict[str, Any]:
-        return {"sparsity": self.sparsity, "allocation": self.allocation, "p": self.p, "bits": self.bits,
-                "penalty": self.penalty, "admm_every": self.admm_every, "kmeans_iterations": self.kmeans_iterations}
+        settings = {"sparsity": self.sparsity, "allocation": self.allocation, "p": self.p, "bits": self.bits,
+                    "penalty": self.penalty, "admm_every": self.admm_every, "kmeans_iterations": self.kmeans_iterations}
+        if self.rho:
+            settings["rho"] = self.rho
+        return settings
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("settings") != self._settings():
@@ -269,26 +293,78 @@ def _atmc_stored_size(model: nn.Module) -> dict:
     return atmc_size(model, find_spec(model).transform["kwargs"]["bits"])
 
 
-class ATMC(Method):
-    """ATMC: the dense AT pre-training (shared), then training under :class:`ATMCProjection`
-    (sparsity projection and ADMM quantization to ``bits``; ``None``: full precision), ending
-    with the exact projection.
+#: ATMC's loss in every stage: 0.5 CE(clean) + 0.5 CE(adversarial) (``cifar/util_trts.py``), weight
+#: decay 1e-4 (``train_proj_admm_quant.py --wd``), SGD momentum 0.9 with step decays.
+ATMC_TRAIN = {"attack": "pgd", "clean_loss_weight": 0.5, "weight_decay": 1e-4, "schedule": "step"}
+#: ATMC's README: 200 epochs per stage, learning rates 0.05 (pre-training), 0.01 (L0), 0.005 (ADMM).
+ATMC_EPOCHS = (200.0, 200.0, 200.0)
+ATMC_LRS = (0.05, 0.01, 0.005)
+#: ATMC's ADMM weight (``rho=0.1`` in ``train_proj_admm_quant.py``) and Z/U interval
+#: (``--quant_interval 10`` in the README's ATMC command).
+ATMC_RHO = 0.1
 
-    ``p`` is the adaptive exponent (default: the comparison's ``p``); other allocations use 1.
+
+class ATMC(Method):
+    """ATMC: dense pre-training, the L0-projection stage, then the ADMM stage with quantization
+    to ``bits`` (``None``: the kept weights stay in full precision and the last stage projects
+    only), every stage with ATMC's loss; the last stage ends with the exact projection.
+
+    ``allocation``: ``"global"`` (ATMC's own ``l0proj``: one budget across layers) or
+    ``"adaptive"`` (exponent ``p``, default the comparison's: the paper's p = 0.1 row).
+    ``admm="step"``: binprune 0.2's variant (cross-entropy on adversarial examples, ADMM pull
+    ``atmc_penalty`` outside the loss, one stage from the AT model).
     """
 
-    def __init__(self, *, bits: int | None, allocation: str = "global", p: float | None = None, **names: str | None):
+    def __init__(self, *, bits: int | None, allocation: str = "global", p: float | None = None, admm: str = "loss",
+                 **names: str | None):
         super().__init__(**names)
         if allocation not in ATMC_ALLOCATIONS:
             raise ValueError(f"unknown ATMC allocation {allocation!r}: choose one of {', '.join(ATMC_ALLOCATIONS)}")
-        self.bits, self.allocation, self.p = bits, allocation, p
+        if admm not in ("loss", "step"):
+            raise ValueError(f"admm must be 'loss' (ATMC's) or 'step', got {admm!r}")
+        self.bits, self.allocation, self.p, self.admm = bits, allocation, p, admm
 
-    def phases(self, ctx: MethodContext) -> list[Phase]:
+    def _kwargs(self, ctx: MethodContext) -> tuple[dict[str, Any], str]:
         cfg = ctx.config
         exponent = cfg.p if self.p is None else self.p
         kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
                   "p": exponent if self.allocation == "adaptive" else 1.0}
-        bits = self.bits
+        return kwargs, allocation_tag(self.allocation, exponent)
+
+    def phases(self, ctx: MethodContext) -> list[Phase]:
+        if self.admm == "step":
+            return self._step_phases(ctx)
+        cfg, bits = ctx.config, self.bits
+        kwargs, tag = self._kwargs(ctx)
+        total = sum(ATMC_EPOCHS)
+
+        def finish(model: nn.Module, step_hook: Any) -> dict:
+            return {"layers": step_hook.project(model)}
+
+        pre = Phase("atmc-pretrain", start=ctx.base_model, build=copy.deepcopy, lr=ATMC_LRS[0], train=ATMC_TRAIN,
+                    epochs=ATMC_EPOCHS[0], of_epochs=total)
+        l0 = Phase(f"atmc-l0-{tag}", start=lambda: from_phase(ctx, pre),
+                   build=lambda base: atmc_model(base, bits=None, **kwargs), lr=ATMC_LRS[1], train=ATMC_TRAIN,
+                   hook=lambda model: ATMCProjection(model, bits=None, penalty=0.0, **kwargs), finish=finish,
+                   epochs=ATMC_EPOCHS[1], of_epochs=total)
+
+        def start_admm() -> nn.Module:
+            projected, _ = ctx.run_phase(l0)
+            model = ctx.base_model()
+            model.load_state_dict(projected.state_dict())
+            return model
+
+        def hook(model: nn.Module) -> ATMCProjection:
+            return ATMCProjection(model, bits=bits, penalty=0.0, rho=ATMC_RHO, admm_every=cfg.atmc_admm_every, **kwargs)
+
+        name = f"atmc-{'fp' if bits is None else f'{bits}bit'}-{tag}"
+        admm = Phase(name, start=start_admm, build=lambda base: atmc_model(base, bits=bits, **kwargs), lr=ATMC_LRS[2],
+                     train=ATMC_TRAIN, hook=hook, finish=finish, epochs=ATMC_EPOCHS[2], of_epochs=total)
+        return [pre, l0, admm]
+
+    def _step_phases(self, ctx: MethodContext) -> list[Phase]:
+        cfg, bits = ctx.config, self.bits
+        kwargs, tag = self._kwargs(ctx)
 
         def hook(model: nn.Module) -> ATMCProjection:
             return ATMCProjection(model, bits=bits, penalty=cfg.atmc_penalty, admm_every=cfg.atmc_admm_every, **kwargs)
@@ -296,14 +372,15 @@ class ATMC(Method):
         def finish(model: nn.Module, step_hook: Any) -> dict:
             return {"layers": step_hook.project(model)}
 
-        name = f"atmc-{'fp' if bits is None else f'{bits}bit'}-{allocation_tag(self.allocation, exponent)}"
+        name = f"atmc-step-{'fp' if bits is None else f'{bits}bit'}-{tag}"
         return [pretraining_phase(ctx),
                 Phase(name, start=lambda: from_pretrained(ctx), build=lambda base: atmc_model(base, bits=bits, **kwargs),
                       lr=cfg.finetune_lr, hook=hook, finish=finish)]
 
 
-register_method("atmc-fp")(ATMC(bits=None, allocation="global", label="ATMC (FP)", strategy="global", precision="FP"))
-register_method("atmc-binary")(ATMC(bits=1, allocation="global", label="ATMC (binary)", strategy="global",
+register_method("atmc-fp")(ATMC(bits=None, allocation="global", label="ATMC (FP), global", strategy="global",
+                                precision="FP"))
+register_method("atmc-binary")(ATMC(bits=1, allocation="global", label="ATMC (binary), global", strategy="global",
                                     precision="binary"))
 register_method("atmc-fp-p0.1")(ATMC(bits=None, allocation="adaptive", label="ATMC (FP), p=0.1",
                                      strategy="adaptive p=0.1", precision="FP"))

@@ -25,7 +25,7 @@ Registering a method (a user's included) makes it available to ``compare`` by na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from torch import nn
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import CompareConfig
     from ..training import StepHook
 
-__all__ = ["Method", "Phase", "Outcome", "MethodContext", "register_method", "unregister_method", "get_method",
+__all__ = ["Method", "Phase", "PHASE_SETTINGS", "Outcome", "MethodContext", "register_method", "unregister_method", "get_method",
            "list_methods", "allocation_tag"]
 
 
@@ -54,6 +54,15 @@ class Phase:
         hook: ``hook(model) -> StepHook`` for the model :attr:`build` returned, or ``None``.
         finish: ``finish(model, step_hook) -> dict`` on the trained model (e.g. ATMC's final
             projection, in place), returning plain values recorded with the phase; or ``None``.
+        train: the method's own training settings for this phase, as
+            :class:`binprune.config.TrainConfig` fields (optimizer, weight decay, schedule, loss:
+            ``attack="trades"``, ``clean_loss_weight``...); data, budget and seed are the
+            comparison's and cannot be set here (:data:`PHASE_SETTINGS` lists what can).
+        epochs: the phase's epochs in the method's published schedule (HYDRA: 100, 20, 100).
+        of_epochs: the sum of ``epochs`` over the method's phases (HYDRA: 220). Under the equal
+            budget a phase trains ``comparison epochs * epochs / of_epochs`` epochs' worth of
+            optimizer steps; under the published budget, ``epochs``. ``None`` (both): the
+            comparison's epochs.
     """
 
     name: str
@@ -62,6 +71,33 @@ class Phase:
     lr: float
     hook: Callable[[nn.Module], "StepHook"] | None = None
     finish: Callable[[nn.Module, "StepHook | None"], dict] | None = None
+    train: Mapping[str, Any] = field(default_factory=dict)
+    epochs: float | None = None
+    of_epochs: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.train) - set(PHASE_SETTINGS)
+        if unknown:
+            raise ValueError(f"phase {self.name!r}: {sorted(unknown)} cannot differ between methods of a comparison; "
+                             f"a phase sets only {', '.join(PHASE_SETTINGS)}")
+        if (self.epochs is None) != (self.of_epochs is None):
+            raise ValueError(f"phase {self.name!r}: give both epochs and of_epochs, or neither")
+        if self.epochs is not None and not 0 < self.epochs <= self.of_epochs:
+            raise ValueError(f"phase {self.name!r}: need 0 < epochs <= of_epochs, got {self.epochs}, {self.of_epochs}")
+
+    def budget_epochs(self, total: float, budget: str) -> float:
+        """Epochs this phase trains: its share of ``total`` (``"equal"``) or its published count
+        (``"published"``)."""
+        if self.epochs is None:
+            return float(total)
+        if budget == "published":
+            return float(self.epochs)
+        return float(total) * self.epochs / self.of_epochs
+
+
+#: Training settings a method may set per phase (its own loss, optimizer and schedule).
+PHASE_SETTINGS = ("optimizer", "momentum", "weight_decay", "schedule", "warmup_epochs", "attack", "attack_steps",
+                  "alpha", "carry_perturbation", "attack_bn", "trades_beta", "clean_loss_weight")
 
 
 @dataclass
@@ -88,6 +124,9 @@ class MethodContext(Protocol):
 
     def run_phase(self, phase: Phase) -> tuple[nn.Module, dict]:
         """Train ``phase`` (or resume it, or reuse its finished result): ``(model, record)``."""
+
+    def phase_steps(self, phase: Phase) -> int:
+        """Optimizer steps ``phase`` will train (its budget; for hooks that schedule by step)."""
 
 
 class Method:

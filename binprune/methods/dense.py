@@ -24,6 +24,7 @@ Methods registered here: ``at-fp``, ``at-binary``, ``at-fp-small``, ``at-binary-
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -38,7 +39,7 @@ from .measure import count_params, effective_weights, other_float_values, regist
 __all__ = [
     "BinaryWeight", "binarize_weights", "LatentClip", "binary_weight_tensors", "width_factor_for_ratio",
     "dense_size", "binary_dense_size", "count_params", "DenseAT", "dense_phase", "pretraining_phase",
-    "from_pretrained",
+    "from_pretrained", "ConnectSign", "ConnectClip", "LastBatchNorm", "at_model", "at_dense_size",
 ]
 
 
@@ -174,6 +175,105 @@ def binary_dense_size(model: nn.Module) -> dict:
                         "1 bit x weights (per layer, rounded up to bytes) + 4 B scale per layer + 4 B x other values")
 
 
+# --- BinaryConnect (the paper's binary AT) -------------------------------------------------------
+
+
+class _ConnectSign(torch.autograd.Function):
+    """``sign(w)`` with ``sign(0) = +1`` forward; the gradient passed straight through."""
+
+    @staticmethod
+    def forward(ctx, latent):  # type: ignore[override]
+        return torch.where(latent >= 0, torch.ones_like(latent), -torch.ones_like(latent))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+class ConnectSign(nn.Module):
+    """BinaryConnect's weight binarization (Courbariaux et al., 2015), as Liu et al.'s ``BinConv``
+    (``code/arch/conv_type.py``): the layer computes with the unscaled ``sign(w)`` (+1 at zero),
+    the gradient reaches the latent weight unchanged (straight-through), and the latent weight is
+    clipped into [-1, 1] (there before every forward; here after every optimizer step,
+    :class:`LatentClip`), so the identity gradient is the clipped straight-through estimator."""
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return _ConnectSign.apply(latent)
+
+
+class LastBatchNorm(nn.Module):
+    """``net`` followed by an affine batch norm over its logits: the LBN of the AT baselines
+    (Liu et al. build it with the network's own batch norm, ``LearnedBatchNorm``, under
+    ``--end-with-bn``; the supermask models use a non-affine one)."""
+
+    def __init__(self, net: nn.Module, num_classes: int):
+        super().__init__()
+        self.net = net
+        self.last_bn = nn.BatchNorm1d(int(num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_bn(self.net(x))
+
+
+def _clip_connect(model: nn.Module) -> None:
+    with torch.no_grad():
+        for _, module in weight_layers(model):
+            if parametrize.is_parametrized(module, "weight") and any(
+                    isinstance(p, ConnectSign) for p in module.parametrizations["weight"]):
+                module.parametrizations["weight"].original.clamp_(-1.0, 1.0)
+
+
+def at_model(model: nn.Module, *, binary: bool = False, last_bn: bool = False) -> nn.Module:
+    """A copy of a dense model for the paper's AT rows: BinaryConnect weights (``binary``; every
+    conv / linear layer, first and last included, as in Liu et al.'s BNN configs) and / or an
+    affine batch norm over the logits (``last_bn``). ``model`` is not modified."""
+    layers = list(weight_layers(model))
+    if not layers:
+        raise ValueError("the model has no Conv or Linear weight")
+    kind = find_spec(model).transform_name
+    if kind is not None:
+        raise ValueError(f"the model is already a {kind!r} model: start from the dense model")
+    out = copy.deepcopy(model)
+    if binary:
+        for _, module in weight_layers(out):
+            parametrize.register_parametrization(module, "weight", ConnectSign(), unsafe=True)
+        _clip_connect(out)
+    if last_bn:
+        out = LastBatchNorm(out, layers[-1][1].weight.shape[0])
+    kwargs = {"binary": bool(binary), "last_bn": bool(last_bn)}
+    return attach_spec(out, find_spec(model, nested=False).with_transform("at_dense", kwargs))
+
+
+@register_transform("at_dense")
+def _at_dense_transform(base: nn.Module, **kwargs: Any) -> nn.Module:
+    return at_model(base, **kwargs)
+
+
+class ConnectClip:
+    """Step hook keeping BinaryConnect's latent weights in [-1, 1] (stateless)."""
+
+    def __call__(self, model: nn.Module, step: int) -> None:
+        _clip_connect(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+@register_stored_size("at_dense")
+def at_dense_size(model: nn.Module) -> dict:
+    """Stored size of an AT model: 1 bit per BinaryConnect weight (rounded up per layer; no
+    scale) or 32 bits per full-precision weight, plus 32 bits per other value (LBN included)."""
+    if not find_spec(model).transform["kwargs"]["binary"]:
+        return dense_size(model)
+    layers = effective_weights(model)
+    bits = sum(math.ceil(w.numel() / 8) for _, w in layers)
+    return size_summary({"weights": bits, "other": 4 * other_float_values(model)},
+                        "1 bit x weights (per layer, rounded up to bytes) + 4 B x other values")
+
+
 # --- the methods ---------------------------------------------------------------------------------
 
 
@@ -204,15 +304,48 @@ def from_pretrained(ctx: MethodContext) -> nn.Module:
 
 
 class DenseAT(Method):
-    """AT of the dense network: full precision or binary weights, full-size or small."""
+    """AT of the dense network: full precision or binary weights, full-size or small.
 
-    def __init__(self, *, binary: bool, small: bool, **names: str | None):
+    ``binary="binaryconnect"`` (the paper's binary AT, default of the ``at-binary*`` rows):
+    :class:`ConnectSign` weights trained with Adam, cosine schedule (Liu et al.,
+    ``code/configs/bnn/resnet34-biconnect-cifar10.yaml``: Adam, lr 5e-4, cosine, weight decay
+    5e-4; ``bash_scripts/baseline_rn34_bnn_at_cifar10_bn.sh`` sets lr 1e-4). ``binary="xnor"``:
+    binprune 0.2's row (scaled sign, SGD). ``last_bn``: an affine batch norm over the logits
+    (``--end-with-bn``). Full precision: SGD lr 0.1, step schedule (x0.1 at 50% and 75%), as
+    ``resnet34-fp-at.yaml`` (200/300 of 400 epochs).
+    """
+
+    #: published epochs of the paper's AT runs (``epochs: 400`` in its AT configs and scripts)
+    EPOCHS = 400.0
+
+    def __init__(self, *, binary: bool | str, small: bool, last_bn: bool = False, binary_lr: float = 5e-4,
+                 **names: str | None):
         super().__init__(**names)
-        self.binary, self.small = bool(binary), bool(small)
+        kind = {True: "binaryconnect", False: None}.get(binary, binary) if isinstance(binary, bool) else binary
+        if kind not in (None, "binaryconnect", "xnor"):
+            raise ValueError(f"binary must be False, True, 'binaryconnect' or 'xnor', got {binary!r}")
+        self.kind, self.small, self.last_bn, self.binary_lr = kind, bool(small), bool(last_bn), float(binary_lr)
+        self.binary = kind is not None
         self.uses_small_network = self.small
 
     def phases(self, ctx: MethodContext) -> list[Phase]:
-        return [dense_phase(ctx, binary=self.binary, small=self.small)]
+        if self.kind == "xnor":
+            return [dense_phase(ctx, binary=True, small=self.small)]
+        factor = ctx.small_width()[0] if self.small else 1.0
+        size = "small" if self.small else "dense"
+        lbn = "-lbn" if self.last_bn else ""
+        epochs = {"epochs": self.EPOCHS, "of_epochs": self.EPOCHS}
+        if self.kind is None:
+            if not self.last_bn:
+                base = dense_phase(ctx, binary=False, small=self.small)
+                return [dataclasses.replace(base, train={"schedule": "step"}, **epochs)]
+            return [Phase(f"{size}-fp{lbn}", start=lambda: ctx.base_model(factor),
+                          build=lambda m: at_model(m, last_bn=True), lr=ctx.config.lr, train={"schedule": "step"},
+                          **epochs)]
+        lr = self.binary_lr
+        return [Phase(f"{size}-bc{lbn}-lr{lr:g}", start=lambda: ctx.base_model(factor),
+                      build=lambda m: at_model(m, binary=True, last_bn=self.last_bn), lr=lr,
+                      hook=lambda model: ConnectClip(), train={"optimizer": "adam", "schedule": "cosine"}, **epochs)]
 
     def extra(self, ctx: MethodContext, model: nn.Module) -> dict[str, Any]:
         if not self.small:
@@ -225,9 +358,16 @@ class DenseAT(Method):
 
 
 register_method("at-fp")(DenseAT(binary=False, small=False, label="AT (FP)", strategy="none (dense)", precision="FP"))
-register_method("at-binary")(DenseAT(binary=True, small=False, label="AT (binary)", strategy="none (dense)",
-                                     precision="binary"))
+register_method("at-fp-lbn")(DenseAT(binary=False, small=False, last_bn=True, label="AT (FP), LBN",
+                                     strategy="none (dense)", precision="FP"))
+register_method("at-binary")(DenseAT(binary=True, small=False, label="AT (binary, BinaryConnect)",
+                                     strategy="none (dense)", precision="binary"))
+register_method("at-binary-lbn")(DenseAT(binary=True, small=False, last_bn=True,
+                                         label="AT (binary, BinaryConnect), LBN", strategy="none (dense)",
+                                         precision="binary"))
+register_method("at-binary-xnor")(DenseAT(binary="xnor", small=False, label="AT (binary, XNOR scale, SGD)",
+                                          strategy="none (dense)", precision="binary"))
 register_method("at-fp-small")(DenseAT(binary=False, small=True, label="AT (FP), small", strategy="none (small dense)",
                                        precision="FP"))
-register_method("at-binary-small")(DenseAT(binary=True, small=True, label="AT (binary), small",
+register_method("at-binary-small")(DenseAT(binary=True, small=True, label="AT (binary, BinaryConnect), small",
                                            strategy="none (small dense)", precision="binary"))

@@ -34,10 +34,11 @@ from ..sparsity import ALLOCATIONS, allocate_keep_counts, check_sparsity
 from ..spec import attach_spec, find_spec, register_transform
 from ..supermask import apply_mask, masked_tensors
 from .base import Method, MethodContext, Phase, allocation_tag, register_method
-from .dense import BinaryWeight, LatentClip, binarize_weights, from_pretrained, pretraining_phase
+from .dense import BinaryWeight, LatentClip, binarize_weights
 from .measure import coded_mask_bytes, other_float_values, register_stored_size, size_summary, weight_layers
 
-__all__ = ["hydra_scores", "hydra_model", "STAGES", "hydra_size", "Hydra"]
+__all__ = ["hydra_scores", "hydra_model", "STAGES", "hydra_size", "Hydra", "Sehwag2019", "HYDRA_TRAIN", "HYDRA_EPOCHS",
+           "hydra_pretraining", "from_phase"]
 
 STAGES = ("prune", "finetune")
 
@@ -71,11 +72,14 @@ def hydra_model(
     p: float = 1.0,
     stage: str = "prune",
     binary: bool = False,
+    train_bn: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` with every conv / linear weight masked by HYDRA scores, and what
     trains in ``stage`` set. ``model`` is not modified.
 
-    ``stage="prune"``: scores trainable, everything else frozen (weights become fixed buffers).
+    ``stage="prune"``: scores trainable, weights frozen (they become fixed buffers), and the
+    batch norms' affine values trainable with ``train_bn`` (HYDRA's default: its ``--freeze-bn``
+    is off, ``train.py`` freezes only the conv / linear weights and biases), frozen otherwise.
     ``stage="finetune"``: scores frozen (the mask is fixed), kept weights, biases and batch-norm
     affine values trainable; with ``binary`` the masked weights are binarized (straight-through
     sign, per-layer scale over the kept weights).
@@ -94,12 +98,19 @@ def hydra_model(
     finetune = stage == "finetune"
     for (_, module), count in zip(layers, counts):
         apply_mask(module, "weight", scores=hydra_scores(module.weight), keep_count=count, weight_trainable=finetune)
+    bn_params = {id(p) for m in out.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for p in m.parameters(recurse=False)}
     for name, param in out.named_parameters():
         is_score = name.endswith(".scores")
-        param.requires_grad_(is_score if not finetune else not is_score)
+        if finetune:
+            param.requires_grad_(not is_score)
+        else:
+            param.requires_grad_(is_score or (train_bn and id(param) in bn_params))
     if binary:
         out = binarize_weights(out)
     kwargs = {"sparsity": sparsity, "allocation": allocation, "p": float(p), "stage": stage, "binary": bool(binary)}
+    if train_bn:
+        kwargs["train_bn"] = True
     return attach_spec(out, find_spec(model, nested=False).with_transform("hydra", kwargs))
 
 
@@ -138,45 +149,117 @@ def _uses_binary(model: nn.Module) -> bool:
                for p in mt.module.parametrizations[mt.tensor_name])
 
 
-class Hydra(Method):
-    """HYDRA: the dense AT pre-training (shared), score training, then fine-tuning of the kept
-    weights (full precision or binary).
+#: HYDRA's adversarial trainer (``trainer/adv.py``): TRADES, beta 6 (``args.py``), its inner
+#: maximization with the model in eval mode (``utils/adv.py``); weight decay 1e-4 (``args.py``).
+HYDRA_TRAIN = {"attack": "trades", "trades_beta": 6.0, "weight_decay": 1e-4, "schedule": "cosine"}
+#: The same with cross-entropy on PGD examples (binprune 0.2's HYDRA rows).
+HYDRA_TRAIN_PGD = {"attack": "pgd", "weight_decay": 1e-4, "schedule": "cosine"}
+#: HYDRA's published schedule: pre-train 100, prune 20, fine-tune 100 epochs
+#: (``args.py`` epochs 100; ``get_compact_net_adv_train.sh`` pruning epochs 20).
+HYDRA_EPOCHS = (100.0, 20.0, 100.0)
 
-    ``p`` is the adaptive exponent (default: the comparison's ``p``); uniform allocation uses 1.
+
+def hydra_pretraining(ctx: MethodContext, *, trainer: str = "trades", of_epochs: float = sum(HYDRA_EPOCHS)) -> Phase:
+    """HYDRA's dense pre-training (``--exp-mode pretrain``, lr 0.1) with its own trainer."""
+    train = HYDRA_TRAIN if trainer == "trades" else HYDRA_TRAIN_PGD
+    return Phase(f"hydra-pretrain-{trainer}", start=ctx.base_model, build=copy.deepcopy, lr=0.1, train=train,
+                 epochs=HYDRA_EPOCHS[0], of_epochs=of_epochs)
+
+
+def from_phase(ctx: MethodContext, phase: Phase) -> nn.Module:
+    """A fresh dense model holding the weights ``phase`` trained."""
+    trained, _ = ctx.run_phase(phase)
+    model = ctx.base_model()
+    model.load_state_dict(trained.state_dict())
+    return model
+
+
+class Hydra(Method):
+    """HYDRA (Sehwag et al., 2020, ``inspire-group/hydra``): dense pre-training, score training
+    from weight-proportional scores (batch norms trained too), then fine-tuning of the kept
+    weights (full precision or binary), each phase with HYDRA's trainer (TRADES, weight decay
+    1e-4, cosine) and its learning rates (0.1, 0.1, 0.01), in its 100 / 20 / 100 proportions.
+
+    ``allocation``: ``"uniform"`` (HYDRA's own: the same ``k`` in every layer) or
+    ``"adaptive"`` (exponent ``p``, default the comparison's: the paper's HYDRA p = 0.1 row).
+    ``trainer="pgd"``: cross-entropy on PGD examples instead of TRADES.
     """
 
-    def __init__(self, *, binary: bool, allocation: str = "uniform", p: float | None = None, **names: str | None):
+    def __init__(self, *, binary: bool, allocation: str = "uniform", p: float | None = None, trainer: str = "trades",
+                 **names: str | None):
         super().__init__(**names)
         _check_options(0.0, allocation, "finetune", binary)
-        self.binary, self.allocation, self.p = bool(binary), allocation, p
+        if trainer not in ("trades", "pgd"):
+            raise ValueError(f"HYDRA trainer must be 'trades' (its adv trainer) or 'pgd', got {trainer!r}")
+        self.binary, self.allocation, self.p, self.trainer = bool(binary), allocation, p, trainer
 
     def phases(self, ctx: MethodContext) -> list[Phase]:
         cfg = ctx.config
         exponent = cfg.p if self.p is None else self.p
-        tag = allocation_tag(self.allocation, exponent)
+        tag = f"{allocation_tag(self.allocation, exponent)}-{self.trainer}"
         kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
                   "p": 1.0 if self.allocation == "uniform" else exponent}
-        prune = Phase(f"hydra-prune-{tag}", start=lambda: from_pretrained(ctx),
-                      build=lambda base: hydra_model(base, stage="prune", **kwargs), lr=cfg.lr)
+        train = HYDRA_TRAIN if self.trainer == "trades" else HYDRA_TRAIN_PGD
+        total = sum(HYDRA_EPOCHS)
+        pre = hydra_pretraining(ctx, trainer=self.trainer)
+        prune = Phase(f"hydra-prune-{tag}", start=lambda: from_phase(ctx, pre),
+                      build=lambda base: hydra_model(base, stage="prune", train_bn=True, **kwargs), lr=0.1,
+                      train=train, epochs=HYDRA_EPOCHS[1], of_epochs=total)
 
         def build_finetune(base: nn.Module) -> nn.Module:
             pruned, _ = ctx.run_phase(prune)
             model = hydra_model(base, stage="finetune", binary=self.binary, **kwargs)
-            model.load_state_dict(pruned.state_dict())
+            state = pruned.state_dict()
+            model.load_state_dict(state)
             LatentClip()(model, 0)
             return model
 
         finetune = Phase(f"hydra-ft-{'binary' if self.binary else 'fp'}-{tag}", start=ctx.base_model,
-                         build=build_finetune, lr=cfg.finetune_lr,
-                         hook=(lambda model: LatentClip()) if self.binary else None)
-        return [pretraining_phase(ctx), prune, finetune]
+                         build=build_finetune, lr=0.01, train=train,
+                         hook=(lambda model: LatentClip()) if self.binary else None,
+                         epochs=HYDRA_EPOCHS[2], of_epochs=total)
+        return [pre, prune, finetune]
 
 
-register_method("hydra-fp")(Hydra(binary=False, allocation="uniform", label="HYDRA (FP)", strategy="uniform",
+class Sehwag2019(Method):
+    """Sehwag et al., 2019 ("Towards compact and robust deep neural networks"): adversarial
+    training, pruning by weight magnitude (the largest ``|W|`` kept in every layer), then
+    adversarial fine-tuning of the kept weights. The procedure as HYDRA's repository runs it
+    (its "weight based pruning" baseline, ``get_compact_net_adv_train.sh``: fine-tune from the
+    pre-trained network with ``--scaled-score-init``, so the mask is the per-layer top-k of
+    ``|W|``, lr 0.01), with HYDRA's trainer, in 100 / 100 proportions.
+    """
+
+    def __init__(self, *, allocation: str = "uniform", p: float | None = None, trainer: str = "trades",
+                 **names: str | None):
+        super().__init__(**names)
+        _check_options(0.0, allocation, "finetune", False)
+        self.allocation, self.p, self.trainer = allocation, p, trainer
+
+    def phases(self, ctx: MethodContext) -> list[Phase]:
+        cfg = ctx.config
+        exponent = cfg.p if self.p is None else self.p
+        tag = f"{allocation_tag(self.allocation, exponent)}-{self.trainer}"
+        kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
+                  "p": 1.0 if self.allocation == "uniform" else exponent}
+        train = HYDRA_TRAIN if self.trainer == "trades" else HYDRA_TRAIN_PGD
+        total = 2 * HYDRA_EPOCHS[0]
+        pre = hydra_pretraining(ctx, trainer=self.trainer, of_epochs=total)
+        finetune = Phase(f"lwm-ft-{tag}", start=lambda: from_phase(ctx, pre),
+                         build=lambda base: hydra_model(base, stage="finetune", **kwargs), lr=0.01, train=train,
+                         epochs=HYDRA_EPOCHS[2], of_epochs=total)
+        return [pre, finetune]
+
+
+register_method("hydra-fp")(Hydra(binary=False, allocation="uniform", label="HYDRA (FP), uniform", strategy="uniform",
                                   precision="FP"))
-register_method("hydra-binary")(Hydra(binary=True, allocation="uniform", label="HYDRA (binary)", strategy="uniform",
-                                      precision="binary"))
+register_method("hydra-binary")(Hydra(binary=True, allocation="uniform", label="HYDRA (binary), uniform",
+                                      strategy="uniform", precision="binary"))
 register_method("hydra-fp-p0.1")(Hydra(binary=False, allocation="adaptive", label="HYDRA (FP), p=0.1",
                                        strategy="adaptive p=0.1", precision="FP"))
 register_method("hydra-binary-p0.1")(Hydra(binary=True, allocation="adaptive", label="HYDRA (binary), p=0.1",
                                            strategy="adaptive p=0.1", precision="binary"))
+register_method("sehwag2019")(Sehwag2019(allocation="uniform", label="Sehwag et al. 2019 (AT + magnitude pruning)",
+                                         strategy="uniform", precision="FP"))
+register_method("sehwag2019-p0.1")(Sehwag2019(allocation="adaptive", label="Sehwag et al. 2019, p=0.1",
+                                              strategy="adaptive p=0.1", precision="FP"))

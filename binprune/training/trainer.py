@@ -26,10 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchattacks.attack import Attack
 
-from ..adversary import CarriedFGSM, configure_bn_mode, frozen_batchnorm_stats, make_attack, run_attack, trades_loss
+from ..adversary import (
+    CarriedFGSM,
+    attack_bn_mode,
+    configure_bn_mode,
+    frozen_batchnorm_stats,
+    make_attack,
+    run_attack,
+    trades_loss,
+)
 from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, model_spec, save_checkpoint
 from ..config import TrainConfig
-from ..data import num_batches
+from ..data import CROP_PADDING, augmentation_generator, crop_flip_params, num_batches
 from ..results import EvalReport, TrainResult
 from ..sparsity import sparsity_report
 from ..utils import atomic_write_bytes, stable_seed, write_json
@@ -137,6 +145,8 @@ class Trainer:
             raise ValueError(f"the training split has {len(self.train_view)} examples, fewer than one batch of "
                              f"{self.per_rank_batch}: lower batch_size")
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.budget_epochs is not None:  # a fractional budget: the last epoch is cut short
+            self.total_steps = max(1, round(self.steps_per_epoch * cfg.budget_epochs))
 
     def _setup_model(self) -> None:
         if self.world > 1 and self.config.carry_perturbation:
@@ -149,21 +159,29 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
         cfg = self.config
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
 
     def _setup_attack(self, attack: Attack | None) -> None:
         cfg = self.config
+        self.attack_bn = attack_bn_mode(cfg.attack, cfg.attack_bn)
         if attack is not None:
             if getattr(attack, "model", None) is not self.model:
                 raise ValueError("the attack instance must be built on the same model object passed to train()")
             attack.set_device(self.device)
-            configure_bn_mode(attack, cfg.attack_bn)
+            configure_bn_mode(attack, self.attack_bn)
             self.attack = attack
             return
+        # The carried perturbation lives in the padded frame when crops are drawn (CarriedFGSM).
+        padding = CROP_PADDING if self.augment == "crop_flip" else 0
         self.attack = make_attack(
-            cfg.attack, self.model, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps, bn_mode=cfg.attack_bn,
+            cfg.attack, self.model, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.attack_steps, bn_mode=self.attack_bn,
             num_examples=len(self.train_view), example_shape=self.train_view.example_shape(),
-            carry=cfg.carry_perturbation, generator=torch.Generator().manual_seed(stable_seed(cfg.seed, "carry")))
+            carry=cfg.carry_perturbation, generator=torch.Generator().manual_seed(stable_seed(cfg.seed, "carry")),
+            padding=padding)
 
     # -- checkpoints --
 
@@ -232,12 +250,15 @@ class Trainer:
 
     # -- one step --
 
-    def _adversarial_examples(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def _adversarial_examples(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch: int) -> torch.Tensor:
         if self.attack is None:
             return x
         if isinstance(self.attack, CarriedFGSM):
-            return run_attack(self.attack, self.model, x, y, idx, bn_mode=self.config.attack_bn)
-        return run_attack(self.attack, self.model, x, y, bn_mode=self.config.attack_bn)
+            crops = None
+            if self.attack.padding:  # the crops this batch received (same generator as iterate_batches)
+                crops = crop_flip_params(len(idx), augmentation_generator(self.config.seed, self.epoch, batch))
+            return run_attack(self.attack, self.model, x, y, idx, crops, bn_mode=self.attack_bn)
+        return run_attack(self.attack, self.model, x, y, bn_mode=self.attack_bn)
 
     def _loss(self, forward: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
               batch: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -250,6 +271,10 @@ class Trainer:
             return loss, logits_adv, int((logits_clean.argmax(1) == y).sum()), len(y)
         logits_adv = forward(x_adv)
         loss = F.cross_entropy(logits_adv, y)
+        if cfg.clean_loss_weight > 0:  # ATMC's objective: w CE(clean) + (1 - w) CE(adversarial)
+            logits_clean = forward(x)
+            loss = (1 - cfg.clean_loss_weight) * loss + cfg.clean_loss_weight * F.cross_entropy(logits_clean, y)
+            return loss, logits_adv, int((logits_clean.detach().argmax(1) == y).sum()), len(y)
         clean_correct = clean_seen = 0
         if batch % cfg.clean_acc_every == 0:
             with torch.no_grad(), frozen_batchnorm_stats(self.model):
@@ -266,10 +291,13 @@ class Trainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.model.train()
         try:
-            x_adv = self._adversarial_examples(x, y, idx)
+            x_adv = self._adversarial_examples(x, y, idx, batch)
             self.model.train()
             forward = self.ddp if self.ddp is not None else self.model
             loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
+            loss_term = getattr(self.step_hook, "loss_term", None)
+            if loss_term is not None:  # a method's penalty inside the loss (ATMC's ADMM term)
+                loss = loss + loss_term(self.model)
         except (IndexError, RuntimeError) as exc:
             if "out of bounds" not in str(exc):
                 raise
@@ -339,6 +367,8 @@ class Trainer:
                                           rank=self.rank, world_size=self.world, drop_last=True,
                                           start_batch=self.next_batch, augment=self.augment)
         for x, y, idx in batches:
+            if self.global_step >= self.total_steps:
+                break
             t_step = time.perf_counter()
             self._train_step(x, y, idx, self.next_batch)
             self._derive_checkpoint_interval(time.perf_counter() - t_step)
@@ -437,7 +467,7 @@ class Trainer:
                            "random start)",
             "attack": cfg.attack, "eps": cfg.eps,
             "sparsity": report.sparsity, "kept_params": report.kept_params, "total_params": report.total_params,
-            "epochs": cfg.epochs, "seconds": self.elapsed + (time.perf_counter() - self._t0), "seed": cfg.seed,
+            "epochs": cfg.epochs, "optimizer_steps": self.global_step, "seconds": self.elapsed + (time.perf_counter() - self._t0), "seed": cfg.seed,
             "selected_epoch": self.best["epoch"] if self.best else cfg.epochs,
             "val_accuracy": self.best["val_accuracy"] if self.best else None,
             "config": self.config_record(),
