@@ -1,6 +1,7 @@
 """The carried fast attack keeps its perturbation in the padded frame of the original image
 (Liu et al.'s FGSM_RS), so crops and flips of later epochs read it back where it was written."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -78,3 +79,33 @@ def test_trades_attack_runs_with_batch_norm_in_eval_mode_by_default():
     assert attack_bn_mode("trades", None) == "eval"
     assert attack_bn_mode("pgd", None) == "train"
     assert attack_bn_mode("trades", "train") == "train"
+
+
+@pytest.mark.slow
+def test_the_trainer_gives_the_attack_the_crops_each_batch_received(monkeypatch):
+    """Through binprune.train on crop-and-flip data: the crops handed to the carried attack are
+    exactly the augmentation of the images it attacks."""
+    from binprune.data import ImageTensorDataset
+    from binprune.models import create_model
+    from binprune.training import train
+
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (24, 3, 8, 8), generator=g, dtype=torch.uint8)
+    data = ImageTensorDataset(raw, torch.randint(0, 10, (24,), generator=g), [str(i) for i in range(10)], "syn",
+                              (0.5,) * 3, (0.25,) * 3, "crop_flip")
+    seen = []
+    original = CarriedFGSM.forward
+
+    def spy(self, images, labels, indices, crops=None):
+        seen.append((images.clone(), indices.clone(), crops))
+        return original(self, images, labels, indices, crops)
+
+    monkeypatch.setattr(CarriedFGSM, "forward", spy)
+    model = create_model("small_cnn", num_classes=10, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3,
+                         widths=[4, 8], seed=0)
+    train(model, data, eps=8 / 255, epochs=2, attack="fast", carry_perturbation=True, batch_size=8, val_fraction=0,
+          progress=False)
+    assert len(seen) == 6
+    for images, idx, crops in seen:
+        assert crops is not None
+        assert torch.equal(images, crop_flip(raw[idx].float().div(255), *crops))
