@@ -245,3 +245,20 @@ def test_paper_presets_run_one_optimizer_step(name):
     assert result.facts["optimizer_steps"] == 1
     after = [mt.mask.scores.detach() for mt in masked_tensors(result.model)]
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_every_phase_of_every_method_has_valid_settings_under_each_cpu_preset(tmp_path):
+    """The comparison's settings with each method's own (a method's iterative attack drops the
+    preset's carried perturbation), for every registered method and both budgets."""
+    from binprune.experiments.compare import Runner, resolve_preset
+    from binprune.methods import list_methods
+
+    for preset in ("fmnist-cpu", "cifar10-cpu", "paper-cifar10-resnet34"):
+        for budget in ("equal", "published"):
+            config = dataclasses.replace(resolve_preset(preset), budget=budget)
+            runner = Runner(config, tmp_path, None, device=torch.device("cpu"), progress=False, log=print)
+            for name in list_methods():
+                for phase in get_method(name).phases(_Ctx(config)):
+                    cfg = runner.phase_config(phase)  # validated
+                    if cfg.attack != "fast":
+                        assert not cfg.carry_perturbation

@@ -179,7 +179,12 @@ class Runner:
         whole = max(1, math.ceil(epochs - 1e-9))
         base = dataclasses.replace(self.train_config(phase.lr), epochs=whole,
                                    budget_epochs=None if epochs == whole else epochs)
-        return dataclasses.replace(base, **dict(phase.train))
+        settings = dict(phase.train)
+        if settings.get("attack", base.attack) != "fast":  # a method's own iterative attack carries nothing
+            settings.setdefault("carry_perturbation", False)
+        config = dataclasses.replace(base, **settings)
+        config.validate()
+        return config
 
     def phase_steps(self, phase: Phase) -> int:
         """Optimizer steps ``phase`` trains: its epochs times the trainer's steps per epoch (the
