@@ -15,9 +15,9 @@ many mask updates.
 
 What differs, and why: the initial layer densities are the comparison's allocation (binprune's
 adaptive counts, exponent ``p``, or uniform) instead of the reference's ``igq`` rule, so every
-pruned row of a table keeps the same per-layer budget; Flying Bird+ (``--fbp``: extra pruning or
-growth decided from the loss and the train / validation robust-accuracy gap of the last epochs)
-is not implemented.
+pruned row of a table keeps the same per-layer budget. Flying Bird+ (``--fbp``) is not
+implemented: its public code depends on ``args.dynamic_sparse``, which ``main_adv.py`` never
+defines (docs/BASELINES.md).
 
 Methods registered here: ``flyingbird`` (:class:`FlyingBird`).
 """
