@@ -286,8 +286,9 @@ def _autoattack_warnings(report: EvalReport) -> list[str]:
 
 
 def _attack_text(c: CompareConfig) -> str:
-    fast = ("FGSM from each example's perturbation of the previous epoch (step 0.5 eps; kept in the padded frame "
-            "under crop and flip)" if c.carry_perturbation else "FGSM with random start (step 1.25 eps)")
+    fast = ("FGSM from each example's perturbation of the previous epoch (step 0.5 eps; with crop-and-flip data the "
+            "perturbation is kept in the padded frame)" if c.carry_perturbation else
+            "FGSM with random start (step 1.25 eps)")
     return {"fast": fast,
             "pgd": f"PGD-{c.attack_steps} (step 2.5 eps/{c.attack_steps}, random start)",
             "trades": f"TRADES (TPGD-{c.attack_steps})", "none": "none"}[c.attack]
@@ -330,7 +331,8 @@ def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -
         "for the pruning methods; the AT rows are unpruned). Stored size: bytes, by the formula of each method in "
         "docs/BASELINES.md (supermask methods: the packed .bpk file).",
         "binprune rows: fixed random ±1 weights, learned masks, non-affine batch norms, last batch norm over the "
-        "logits (LBN) unless the row says otherwise; RST: the same with Kaiming-normal weights and uniform allocation.",
+        "logits (LBN) unless the row says otherwise; RST: fixed signed Kaiming constant weights, Kaiming-uniform "
+        "scores, non-affine batch norms, uniform allocation, no LBN (RST-LBN: with it).",
     ]
     if small is not None:
         notes.append(
