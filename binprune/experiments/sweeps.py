@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..config import CompareConfig
+from ..results import code_versions
 from ..utils import atomic_write_bytes, write_json
 from .protocol import ATTACK_LABELS, seed_summary, width_rows
 
@@ -75,6 +76,7 @@ def write_width_table(out: Path, config: CompareConfig, tables: Sequence[Mapping
              "attack_label": ATTACK_LABELS[attack], "width_factors": factors,
              "widths": {f"{f:g}": scaled_widths(config, f) for f in factors}, "rows": rows,
              "pending": sorted({m for t in tables for m in t.get("pending_methods") or []}),
+             "versions": {**(tables[-1].get("versions") or {}), **code_versions()},
              "units": {"accuracy": "fraction of the evaluated examples, in [0, 1]",
                        "interval95": "[low, high]: 95% Wilson score interval"}}
     write_json(out / "widths.json", table)
