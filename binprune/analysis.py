@@ -39,6 +39,7 @@ __all__ = [
     "kernel_histogram_figure",
     "masks_figure",
     "alignment_figure",
+    "width_sweep_figure",
     "save_figure",
 ]
 
@@ -362,6 +363,39 @@ def alignment_figure(analysis: dict[str, Any]) -> "Figure | None":
     ax.set_xticks(ax_x, [f"{_short(a['producer'])}>{_short(a['consumer'])}" for a in align], rotation=90, fontsize=6)
     ax.set_ylabel("fraction of channels")
     ax.set_title("Producer's empty outputs that the consumer also ignores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def width_sweep_figure(rows: list[dict[str, Any]], title: str = "robust accuracy vs width") -> "Figure":
+    """Robust accuracy against width, one line per method, with 95% interval error bars.
+
+    ``rows`` are records with ``method``, ``label``, ``width_factor``, ``accuracy`` and
+    ``interval95`` (``[low, high]`` or ``None``), e.g. ``widths.json``'s rows of a width sweep;
+    the points of a method are offset slightly along x so that the intervals do not overlap.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    factors = sorted({r["width_factor"] for r in rows})
+    for i, method in enumerate(methods):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["width_factor"])
+        shift = 1 + 0.02 * (i - (len(methods) - 1) / 2)
+        xs = [r["width_factor"] * shift for r in mine]
+        ys = [r["accuracy"] for r in mine]
+        low = [y - r["interval95"][0] if r.get("interval95") else 0.0 for y, r in zip(ys, mine)]
+        high = [r["interval95"][1] - y if r.get("interval95") else 0.0 for y, r in zip(ys, mine)]
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=mine[0]["label"])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(factors)
+    ax.set_xticklabels([f"x{f:g}" for f in factors])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("width (multiple of the base widths)")
+    ax.set_ylabel("robust accuracy (bars: 95% Wilson intervals)")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

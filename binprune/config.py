@@ -49,7 +49,8 @@ ALLOCATIONS = ("adaptive", "uniform", "global")
 WEIGHT_INITS = ("binary", "signed_constant", "kaiming", "signed_kaiming")
 SCORE_INITS = ("uniform", "kaiming_uniform")
 NORMS = ("Linf", "L2")
-EVAL_ATTACKS = ("clean", "pgd", "autoattack", "autoattack-plus", "autoattack-rand", "autoattack-custom")
+EVAL_ATTACKS = ("clean", "pgd", "autoattack", "autoattack-apgd", "autoattack-plus", "autoattack-rand",
+                "autoattack-custom")
 EVAL_ORDERS = ("interleaved", "first", "permutation")
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -304,6 +305,12 @@ class EvalConfig:
                                               cli=False)
     fast: bool = setting(True, "attack a faster equivalent form of the model when its outputs are identical",
                          kind="bool", neutral=True)
+    attack_compact: bool = setting(True, "with fast: attack binprune.compact(model) when its outputs agree within "
+                                         "compact_tolerance, confirm every adversarial example on the model and "
+                                         "re-attack the model where one does not transfer", kind="bool")
+    compact_tolerance: float = setting(1e-4, "largest logit difference allowed between the compact model and the "
+                                             "model, relative to max(1, largest logit)", kind="float+")
+    compact_engine: str = setting("dense", "kernels of the compact model attacked", choices=("dense", "sparse"))
 
 
 @dataclass
@@ -343,7 +350,8 @@ class CompareConfig:
     ``lr`` is used by phases that start from scratch (dense AT, score training), ``finetune_lr``
     by phases that start from a trained network (HYDRA fine-tuning, ATMC). ``eval_order`` is
     ``"first"`` (the first ``test_examples`` test images in file order) or ``"permutation"`` (the
-    first ``test_examples`` of a seeded permutation, for test sets stored sorted by class).
+    first ``test_examples`` of a seeded permutation, for test sets stored sorted by class) or
+    ``"balanced"`` (the same number of test images of each class, drawn at random within a class).
     """
 
     name: str = setting("", "preset name", cli=False)
@@ -365,7 +373,7 @@ class CompareConfig:
     weight_decay: float = setting(5e-4, "weight decay", kind="float0", cli=False)
     train_examples: int | None = setting(None, "training examples (a seeded random subset)", kind="int+")
     test_examples: int = setting(1000, "evaluated test images", kind="int+")
-    eval_order: str = setting("first", "which test images", choices=("first", "permutation"), cli=False)
+    eval_order: str = setting("first", "which test images", choices=("first", "permutation", "balanced"), cli=False)
     data_dir: str | None = setting(None, "dataset folder", cli=False, neutral=True)
     sparsity: float = setting(0.99, "sparsity of the pruning methods", kind="fraction", cli=False)
     p: float = setting(0.1, "adaptive allocation exponent", kind="float0", cli=False)
@@ -378,22 +386,52 @@ class CompareConfig:
     methods: tuple = setting(None, "methods, in table order", kind="list", cli=False, default_factory=tuple)
     data_note: str = setting("", "a note on the data for the table", cli=False, neutral=True)
     hidden: bool = setting(False, "hide from the preset list", kind="bool", cli=False, neutral=True)
+    headline_methods: tuple = setting(None, "rows evaluated with AutoAttack standard; the others get AutoAttack's "
+                                            "APGD-CE and APGD-T (empty: every row standard)", kind="list", cli=False,
+                                      default_factory=tuple)
+    seeds: tuple = setting(None, "more training seeds of the headline rows (mean and spread next to the table)",
+                           kind="list", cli=False, default_factory=tuple)
+    data_seed: int | None = setting(None, "seed of the training subset and the test images (default: seed)",
+                                    kind="int0", cli=False)
+    width_factors: tuple = setting(None, "train the methods at these multiples of the widths (a width sweep)",
+                                   kind="list", cli=False, default_factory=tuple)
+    workers: int = setting(1, "methods run in parallel processes (one thread each; results as a serial run)",
+                           kind="int+", neutral=True)
+
+    #: Fields added after result folders were written: left out of :meth:`protocol` at their
+    #: default, so those folders still resume.
+    _LATER_FIELDS = ("headline_methods", "seeds", "data_seed", "width_factors")
+
+    @property
+    def effective_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
     def protocol(self) -> dict[str, Any]:
         """The settings that change results (checked when a run is resumed)."""
-        skip = {"description", "methods", "data_dir", "hidden", "data_note"}
+        skip = {"description", "methods", "data_dir", "hidden", "data_note", "workers"}
+        skip |= {k for k in self._LATER_FIELDS if getattr(self, k) in ((), None)}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config_to_dict(self).items() if k not in skip}
 
     def validate(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("attack", self.attack, TRAIN_ATTACKS)
-        _check_choice("eval_order", self.eval_order, ("first", "permutation"))
+        _check_choice("eval_order", self.eval_order, ("first", "permutation", "balanced"))
         _check_choice("budget", self.budget, BUDGETS)
         check_linf_eps(self.eps)
         for name in ("epochs", "test_examples", "attack_steps", "batch_size", "test_pgd_steps", "atmc_admm_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 _fail(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         _check_optional_positive_ints(self, ("train_examples",))
+        if not _is_int(self.workers) or self.workers < 1:
+            _fail(f"workers must be an integer >= 1, got {self.workers!r}")
+        for seed in self.seeds:
+            if not _is_int(seed) or seed < 0 or seed == self.seed:
+                _fail(f"seeds must be integers >= 0 other than seed ({self.seed}), got {list(self.seeds)}")
+        for factor in self.width_factors:
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+                _fail(f"width_factors must be numbers > 0, got {list(self.width_factors)}")
+        if self.data_seed is not None and (not _is_int(self.data_seed) or self.data_seed < 0):
+            _fail(f"data_seed must be an integer >= 0, got {self.data_seed!r}")
         if not 0 <= self.sparsity < 1:
             _fail(f"sparsity must be in [0, 1), got {self.sparsity}")
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = ["AttackResult", "EvalReport", "TrainResult", "ComparisonRow", "RESULT_UNITS", "git_commit",
-           "accuracy_interval"]
+           "accuracy_interval", "code_versions"]
 
 RESULT_UNITS = {
     "accuracy": "fraction of the evaluated examples, in [0, 1]",
@@ -63,6 +63,15 @@ def git_commit() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
     status = run("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def code_versions() -> dict[str, Any]:
+    """binprune's and torch's versions and :func:`git_commit`: what produced a result."""
+    import torch
+
+    from . import __version__
+
+    return {"binprune": __version__, "torch": torch.__version__, **git_commit()}
 
 
 def accuracy_interval(successes: int, n: int) -> list[float] | None:
@@ -197,6 +206,7 @@ class TrainResult(_DictView):
         if self.test is not None:
             out["test_selection"] = self.test.data.get("selection")
             out["eval_seconds"] = self.test.seconds
+        out["versions"] = dict(self.test.versions) if self.test is not None else code_versions()
         return out
 
 

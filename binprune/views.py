@@ -9,7 +9,8 @@ written once:
 - :meth:`ExampleView.split`: a seeded held-out share (validation);
 - :func:`evaluation_tensors`: the first ``n`` examples, classes interleaved for data stored
   sorted by class (the RobustBench convention otherwise);
-- :func:`select_examples`: ``"first"``, ``"permutation"`` (seeded) or ``"interleaved"`` order.
+- :func:`select_examples`: ``"first"``, ``"permutation"`` (seeded), ``"interleaved"`` or
+  ``"balanced"`` (the same number of each class, seeded) order.
 
 Seeds are derived with :func:`binprune.utils.stable_seed` from the run's seed and a purpose
 string, so the same settings always select the same examples.
@@ -25,6 +26,7 @@ from .data import iterate_batches
 from .utils import stable_seed
 
 __all__ = ["ExampleView", "as_view", "evaluation_tensors", "select_examples", "class_interleaved_order",
+           "balanced_indices",
            "check_images", "fingerprint"]
 
 
@@ -226,11 +228,42 @@ def evaluation_tensors(data: Any, n_examples: int | None = None) -> tuple[torch.
     return x.contiguous(), y, info
 
 
+def _labels(view: ExampleView) -> torch.Tensor:
+    base = view.base
+    labels = getattr(base, "labels", None) if not isinstance(base, tuple) else base[1]
+    if isinstance(labels, torch.Tensor) and labels.dim() == 1 and len(labels) == _length(base):
+        labels = labels.long()
+        return labels[view.indices] if view.indices is not None else labels
+    return view.tensors()[1].long()
+
+
+def balanced_indices(labels: torch.Tensor, n: int, seed: int, purpose: str = "balanced") -> torch.Tensor:
+    """Positions of ``n`` examples, ``n // C`` of each of the ``C`` classes present (the first
+    ``n % C`` classes one more), drawn at random within each class (seeded by ``seed``,
+    ``purpose`` and the class) and interleaved (one of each class in turn), so that every prefix
+    is balanced too. ``ValueError`` when a class has too few examples."""
+    classes = torch.unique(labels)
+    per_class, extra = divmod(n, len(classes))
+    picks = []
+    for rank, c in enumerate(classes.tolist()):
+        members = (labels == c).nonzero().flatten()
+        want = per_class + (1 if rank < extra else 0)
+        if want > len(members):
+            raise ValueError(f"a class-balanced selection of {n} examples needs {want} of class {c}, which has only "
+                             f"{len(members)}: ask for at most {len(members) * len(classes)} examples")
+        gen = torch.Generator().manual_seed(stable_seed(seed, purpose, c))
+        picks.append(members[torch.randperm(len(members), generator=gen)[:want]])
+    rank = torch.cat([torch.arange(len(p)) for p in picks])
+    chosen = torch.cat(picks)
+    key = rank * len(classes) + torch.cat([torch.full((len(p),), i) for i, p in enumerate(picks)])
+    return chosen[torch.argsort(key, stable=True)]
+
+
 def select_examples(data: Any, n: int, order: str, seed: int, purpose: str = "compare-eval"
                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``n`` examples of ``data`` as tensors, plus a description: ``"first"`` (file order),
     ``"permutation"`` (the first ``n`` of a permutation seeded by ``seed`` and ``purpose``) or
-    ``"interleaved"`` (as :func:`evaluation_tensors`)."""
+    ``"interleaved"`` (as :func:`evaluation_tensors`) or ``"balanced"`` (:func:`balanced_indices`)."""
     if order == "interleaved":
         return evaluation_tensors(data, n)
     view = as_view(data, "data")
@@ -239,10 +272,16 @@ def select_examples(data: Any, n: int, order: str, seed: int, purpose: str = "co
         gen = torch.Generator().manual_seed(stable_seed(seed, purpose))
         idx = torch.randperm(len(view), generator=gen)[:n]
         selection = f"the first {n} test images of a seeded permutation of the test set (seed {seed})"
+    elif order == "balanced":
+        labels = _labels(view)
+        idx = balanced_indices(labels, n, seed, purpose)
+        counts = torch.bincount(labels[idx]).tolist()
+        selection = (f"{n} test images, class-balanced ({min(c for c in counts if c)}-{max(counts)} per class), drawn "
+                     f"at random within each class (seed {seed}), classes interleaved")
     elif order == "first":
         idx = torch.arange(n)
         selection = f"the first {n} test images in file order"
     else:
-        raise ValueError(f"unknown order {order!r}: choose 'first', 'permutation' or 'interleaved'")
+        raise ValueError(f"unknown order {order!r}: choose 'first', 'permutation', 'interleaved' or 'balanced'")
     x, y = view.batch(idx)
     return x, y, {"selection": selection, "n_examples": int(n), "of_total": len(view)}

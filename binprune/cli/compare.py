@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (re-use it to resume)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: the preset's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    g = p.add_argument_group("shorter runs (recorded in the table; every method gets the same)")
+    g = p.add_argument_group("shorter runs (recorded in the table; every method gets the same), parallel workers")
     names = add_config_flags(g, CompareConfig)
     g.add_argument("--eval-examples", dest="test_examples_deprecated", type=int, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
@@ -47,11 +47,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} exists and is not a folder")
     check_output_path(os.path.join(args.out, "table.json"))
     overrides = given_values(args, args.override_names)
+    workers = overrides.pop("workers", None)  # how to run, not what: not an override of the protocol
     if args.test_examples_deprecated is not None:
         print("binprune: warning: --eval-examples is deprecated, use --test-examples", flush=True)
         overrides.setdefault("test_examples", args.test_examples_deprecated)
     table = compare(args.preset, args.out, methods=args.methods, data_dir=args.data_dir, device=args.device,
-                    overrides=overrides, progress=not args.no_progress, log=lambda line: print(line, flush=True))
+                    overrides=overrides, progress=not args.no_progress, log=lambda line: print(line, flush=True),
+                    workers=workers)
+    if "width_factors" in table:
+        print(f"{len(table['rows'])} (method, width) result(s) in {os.path.join(args.out, 'widths.md')}, widths.png")
+        return 0
     pending = table.get("pending_methods") or []
     print(f"{len(table['rows'])} method(s) in {os.path.join(args.out, 'table.md')}"
           + (f"; not finished: {', '.join(pending)}" if pending else ""))

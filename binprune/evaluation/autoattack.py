@@ -31,14 +31,17 @@ from .progress import ProgressCallback, ProgressReporter
 from .validation import check_eps, check_norm, check_positive_int
 
 __all__ = [
-    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
+    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "APGD_ATTACKS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
     "robust_accuracy_from_autoattack", "check_threat_model", "check_autoattack_arguments", "setup_autoattack",
     "execute_autoattack", "autoattack_result",
 ]
 
 #: Attacks of AutoAttack that version ``"custom"`` can combine.
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+AUTOATTACK_VERSIONS = ("standard", "apgd", "plus", "rand", "custom")
+#: Version ``"apgd"``: the first two attacks of ``"standard"`` with its budgets and seed, so its
+#: per-example flags are those of ``"standard"`` before FAB-T and Square run.
+APGD_ATTACKS = ("apgd-ce", "apgd-t")
 
 _AA_RUNNING = re.compile(r"^running (?P<attack>[\w-]+)$")
 _AA_BATCH = re.compile(
@@ -192,7 +195,7 @@ def check_autoattack_arguments(version: str, attacks: Sequence[str] | None, iter
                                square_queries: int | None) -> None:
     """Reject a version, attack list or budget that AutoAttack would not run as asked."""
     if version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"unknown AutoAttack version {version!r}: choose standard, plus, rand or custom")
+        raise ValueError(f"unknown AutoAttack version {version!r}: choose standard, apgd, plus, rand or custom")
     if version == "custom":
         if not attacks:
             raise ValueError(f"AutoAttack version 'custom' needs a list of attacks from {', '.join(AUTOATTACK_ATTACKS)}")
@@ -216,7 +219,9 @@ def setup_autoattack(model: nn.Module, n_classes: int, *, eps: float, norm: str,
     (AutoAttack's default of 9 target classes would fail).
     """
     adversary = AutoAttack(model, attacks=list(attacks) if version == "custom" else None, device=device, eps=eps,
-                           norm=norm, seed=seed, version=version)
+                           norm=norm, seed=seed, version="standard" if version == "apgd" else version)
+    if version == "apgd":
+        adversary.attacks_to_run = list(APGD_ATTACKS)
     if iterations is not None:
         adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = adversary.fab.n_iter = iterations
     if square_queries is not None:
@@ -313,7 +318,8 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                    clean: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
     """Run ``pyautoattack.AutoAttack`` and turn what it returns into a robust accuracy.
 
-    ``version`` is ``"standard"``, ``"plus"``, ``"rand"``, or ``"custom"`` with ``attacks`` a
+    ``version`` is ``"standard"``, ``"apgd"`` (standard's APGD-CE and APGD-T only, with its
+    budgets), ``"plus"``, ``"rand"``, or ``"custom"`` with ``attacks`` a
     subset of :data:`AUTOATTACK_ATTACKS`; ``iterations`` (APGD and FAB) and ``square_queries``
     override AutoAttack's budgets (reduced budgets are for quick checks; the defaults are the
     standard ones). ``model`` must be on ``device``; it is put in eval mode and its parameters

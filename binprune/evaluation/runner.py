@@ -24,6 +24,7 @@ from ..results import AttackResult, EvalReport
 from ..utils import resolve_device
 from ..views import evaluation_tensors
 from .attacks import ATTACKS, AttackContext, check_attacks
+from .confirm import AttackForm, equivalent_model
 from .model import describe_model, frozen_parameters, output_warnings, prepare_model, preserved_modes
 from .progress import ProgressCallback, ProgressReporter
 from .validation import check_eps, check_norm, check_positive_int, check_seed, with_settings
@@ -53,6 +54,11 @@ def eval_config(config: EvalConfig | None = None, **settings: Any) -> EvalConfig
     unknown = set(options) - set(_AUTOATTACK_OPTIONS)
     if unknown:
         raise ValueError(f"unknown autoattack_options {sorted(unknown)}: use {', '.join(_AUTOATTACK_OPTIONS)}")
+    if not (isinstance(cfg.compact_tolerance, (int, float)) and not isinstance(cfg.compact_tolerance, bool)
+            and cfg.compact_tolerance > 0):
+        raise ValueError(f"compact_tolerance must be a number > 0, got {cfg.compact_tolerance!r}")
+    if cfg.compact_engine not in ("dense", "sparse"):
+        raise ValueError(f"compact_engine must be 'dense' or 'sparse', got {cfg.compact_engine!r}")
     if "autoattack-custom" in names and not options.get("attacks"):
         raise ValueError("'autoattack-custom' needs autoattack_options={'attacks': [...]} naming AutoAttack's attacks")
     ordered = ("clean",) + tuple(a for a in names if a != "clean")
@@ -67,6 +73,19 @@ def package_versions() -> dict[str, str]:
 
     return {"binprune": binprune.__version__, "torch": torch.__version__, "torchattacks": torchattacks.__version__,
             "pyautoattack": pyautoattack.__version__}
+
+
+def _attack_form(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, device: torch.device,
+                 info: dict) -> AttackForm | None:
+    """The faster equivalent the attacks run on (``None``: the model itself); recorded in ``info``."""
+    if not (cfg.fast and cfg.attack_compact):
+        info["attack_form"] = {"attacked": "model", "reason": "fast=False" if not cfg.fast else "attack_compact=False"}
+        return None
+    if not any(name != "clean" for name in cfg.attacks):
+        return None
+    form, info["attack_form"] = equivalent_model(model, x, y, tolerance=float(cfg.compact_tolerance),
+                                                 engine=cfg.compact_engine, batch_size=cfg.batch_size, device=device)
+    return form
 
 
 def _run_attacks(ctx: AttackContext, names: tuple[str, ...]) -> dict[str, AttackResult]:
@@ -117,11 +136,14 @@ def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, d
         eval_model, model_info = prepare_model(model, x[:cfg.batch_size], device=dev, fast=cfg.fast)
         describe_model(model, model_info)
         model_info["warnings"] = output_warnings(eval_model, x[:cfg.batch_size], dev)
+        form = _attack_form(eval_model, x, y, cfg, dev, model_info)
         with frozen_parameters(eval_model):
-            ctx = AttackContext(model=eval_model, x=x, y=y, config=cfg, device=dev, progress=reporter)
+            ctx = AttackContext(model=eval_model, x=x, y=y, config=cfg, device=dev, progress=reporter, form=form)
             results = _run_attacks(ctx, cfg.attacks)
     record = {"eps": cfg.eps, "norm": cfg.norm, "attacks": list(cfg.attacks), "n_examples": len(x),
               "batch_size": cfg.batch_size, "device": str(dev), "seed": cfg.seed, "pgd_steps": cfg.pgd_steps,
-              "pgd_restarts": cfg.pgd_restarts, "autoattack_options": cfg.autoattack_options}
+              "pgd_restarts": cfg.pgd_restarts, "autoattack_options": cfg.autoattack_options,
+              "attack_compact": bool(cfg.fast and cfg.attack_compact), "compact_tolerance": cfg.compact_tolerance,
+              "compact_engine": cfg.compact_engine}
     return EvalReport(attacks=results, settings=record, data=data_info, model=model_info,
                       versions=package_versions(), seconds=time.perf_counter() - started)

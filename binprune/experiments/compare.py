@@ -58,6 +58,9 @@ from ..stats import INTERVAL_METHOD, PAIRED_TEST, exact_mcnemar, holm
 from ..training import train
 from ..utils import atomic_write_bytes, resolve_device, write_json
 from ..views import ExampleView, select_examples
+from .parallel import phase_lock, run_parallel
+from .protocol import ATTACK_LABELS, evaluation_attacks, protocol_note, seed_markdown, table_attacks
+from .sweeps import seed_runs, width_sweep
 
 __all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table",
            "table_statistics", "REFERENCE_METHOD", "PAIRED_ATTACKS", "ALPHA"]
@@ -209,6 +212,10 @@ class Runner:
         if key in self._finished:
             return self._finished[key]
         folder = self.out_dir / "phases" / key
+        with phase_lock(folder):  # parallel workers: one trains a shared phase, the others wait and reuse it
+            return self._run_phase(phase, folder, key)
+
+    def _run_phase(self, phase: Phase, folder: Path, key: str) -> tuple[nn.Module, dict]:
         final = folder / "final.pt"
         if final.is_file():
             record = load_checkpoint(final)["phase"]
@@ -258,21 +265,22 @@ def _load_data(config: CompareConfig, data_dir: str | None) -> tuple[Any, torch.
     info: dict[str, Any] = {"dataset": config.dataset,
                             "data_dir": str(data_dir) if data_dir else getattr(train_set, "source", ""),
                             "train_total": len(train_set), "test_total": len(test_set)}
-    subset = ExampleView(train_set).random_subset(config.train_examples, config.seed, "compare-train-subset")
+    data_seed = config.effective_data_seed
+    subset = ExampleView(train_set).random_subset(config.train_examples, data_seed, "compare-train-subset")
     if subset.indices is not None:
         train_set = train_set.subset(subset.indices)
-        info["train_selection"] = f"{config.train_examples} examples: a seeded random subset (seed {config.seed})"
+        info["train_selection"] = f"{config.train_examples} examples: a seeded random subset (seed {data_seed})"
     else:
         info["train_selection"] = f"all {len(train_set)} training examples"
-    x, y, selected = select_examples(test_set, config.test_examples, config.eval_order, config.seed)
+    x, y, selected = select_examples(test_set, config.test_examples, config.eval_order, data_seed)
     info["eval_selection"] = selected["selection"]
     info["eval_class_counts"] = torch.bincount(y, minlength=test_set.num_classes).tolist()
     return train_set, x, y, info
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: CompareConfig, device: torch.device,
-              progress: bool) -> EvalReport:
-    return evaluate(model, (x, y), eps=config.eps, attacks=("clean", "pgd", "autoattack"),
+              progress: bool, name: str) -> EvalReport:
+    return evaluate(model, (x, y), eps=config.eps, attacks=evaluation_attacks(config, name),
                     pgd_steps=config.test_pgd_steps, seed=config.seed, device=device, progress=progress,
                     autoattack_options=config.autoattack_options)
 
@@ -338,6 +346,8 @@ def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -
         notes.append(
             f"Small dense network: the same architecture with every width multiplied by {small['width_factor']:g}: "
             f"{small['params']:,} parameters, {small['params_ratio']:.2%} of the full model's {small['params_full']:,}.")
+    if protocol_note(c):
+        notes.append(protocol_note(c))
     if c.data_note:
         notes.append(c.data_note)
     return notes
@@ -362,7 +372,7 @@ def _fmt(value: Any, kind: str) -> str:
 #: The row every other method is tested against (the first ``binprune-*`` row when it is absent).
 REFERENCE_METHOD = "binprune-p0.1"
 #: Attacks whose per-example robust flags are compared, and the family-wise error rate of a table.
-PAIRED_ATTACKS = ("pgd", "autoattack")
+PAIRED_ATTACKS = ("pgd", "autoattack-apgd", "autoattack")
 ALPHA = 0.05
 _NO_FLAGS = "no per-example flags (row written by an older binprune): n/a"
 
@@ -421,8 +431,10 @@ def table_statistics(rows: Sequence[Mapping[str, Any]], flags: Mapping[str, Mapp
         out["note"] = "no binprune row: no paired comparisons"
         return out
     ref_flags = flags.get(reference, {})
+    ref_row = next(r for r in rows if r["method"] == reference)
     comparisons = [_paired(r["method"], attack, flags.get(r["method"], {}).get(attack), ref_flags.get(attack))
-                   for r in rows if r["method"] != reference for attack in PAIRED_ATTACKS]
+                   for r in rows if r["method"] != reference for attack in PAIRED_ATTACKS
+                   if r["accuracy"].get(attack) is not None and ref_row["accuracy"].get(attack) is not None]
     tested = [c for c in comparisons if c["p_value"] is not None]
     if tested:
         corrected = holm([c["p_value"] for c in tested], alpha)
@@ -446,19 +458,19 @@ def _statistics_notes(stats: Mapping[str, Any], rows: Sequence[dict]) -> list[st
     return notes + [
         f"Paired tests: each method against {label} on the same test images, exact McNemar test (two-sided "
         "binomial test on the images where exactly one of the two is robust) on the per-example robust flags "
-        f"of PGD-20 and of AutoAttack; p-values Holm-corrected over the table's {stats['n_tested']} comparisons; "
+        f"of each attack both rows ran; p-values Holm-corrected over the table's {stats['n_tested']} comparisons; "
         f"* marks a difference significant at alpha = {stats['alpha']:g} after the correction. Per-example flags: "
         "methods/NAME.json, evaluation.attacks.<attack>.robust_flags."]
 
 
-def _p_cell(stats: Mapping[str, Any], method: str) -> str:
+def _p_cell(stats: Mapping[str, Any], method: str, attacks: Sequence[str]) -> str:
     if method == stats.get("reference"):
         return "reference"
     found = {c["attack"]: c for c in stats.get("comparisons", []) if c["method"] == method}
     if all(c.get("p_holm") is None for c in found.values()):
         return "n/a"
     return " / ".join(_fmt(found[a].get("p_holm"), "p") + ("*" if found[a].get("significant") else "")
-                      if a in found else "n/a" for a in PAIRED_ATTACKS)
+                      if a in found else "n/a" for a in attacks[1:])
 
 
 def _acc_cell(row: dict, key: str, stats: Mapping[str, Any]) -> str:
@@ -473,20 +485,22 @@ def _acc_cell(row: dict, key: str, stats: Mapping[str, Any]) -> str:
 def _markdown(header: dict, rows: Sequence[dict], stats: Mapping[str, Any] | None = None) -> str:
     stats = stats or {}
     reference = stats.get("reference")
+    attacks = table_attacks(rows)
+    labels = [ATTACK_LABELS[a] for a in attacks]
     lines = [f"# binprune compare: {header['preset']}", "",
-             "| method | pruning strategy | weights | sparsity | clean | PGD-20 | AutoAttack | stored size (bytes) | "
-             f"train time (s) | vs {reference or 'binprune'}: Holm p, PGD-20 / AutoAttack |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| method | pruning strategy | weights | sparsity | {' | '.join(labels)} | stored size (bytes) | "
+             f"train time (s) | vs {reference or 'binprune'}: Holm p, {' / '.join(labels[1:])} |",
+             "|---|---|---|---|" + "---|" * len(attacks) + "---|---|---|"]
     for r in rows:
         sparsity = f"{r['sparsity']:.4f}"
         if r.get("params_ratio") is not None:
             sparsity += f" ({r['params_ratio']:.2%} of full params)"
-        accuracies = " | ".join(_acc_cell(r, key, stats) for key in ("clean", "pgd", "autoattack"))
+        accuracies = " | ".join(_acc_cell(r, key, stats) for key in attacks)
         lines.append(f"| {r['label']} | {r['strategy']} | {r['precision']} | {sparsity} | {accuracies} | "
                      f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} | "
-                     f"{_p_cell(stats, r['method'])} |")
+                     f"{_p_cell(stats, r['method'], attacks)} |")
     notes = list(header.get("notes", [])) + (_statistics_notes(stats, rows) if stats else [])
-    lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in notes] + seed_markdown(header.get("seed_summary"))
     flagged = [(r["label"], w) for r in rows for w in r.get("autoattack_warnings", [])]
     if flagged:
         lines += ["", "AutoAttack's own reliability flags (see its flags_doc.md):", ""]
@@ -524,7 +538,7 @@ def _bar_chart(rows: Sequence[dict], path: Path, title: str) -> None:
 
     if not rows:
         return
-    series = [("clean", "clean"), ("pgd", "PGD-20"), ("autoattack", "AutoAttack")]
+    series = [(key, ATTACK_LABELS[key]) for key in table_attacks(rows)]
     height = 0.8 / len(series)
     fig = Figure(figsize=(8, 0.45 * len(rows) * len(series) / 2 + 1.5))
     ax = fig.subplots()
@@ -533,7 +547,7 @@ def _bar_chart(rows: Sequence[dict], path: Path, title: str) -> None:
         intervals = [(r.get("interval95") or {}).get(key) for r in rows]
         errors = [[v - iv[0] if iv else 0.0 for v, iv in zip(values, intervals)],
                   [iv[1] - v if iv else 0.0 for v, iv in zip(values, intervals)]]
-        ax.barh([j + (i - 1) * height for j in range(len(rows))], values, height=height, label=name,
+        ax.barh([j + (i - (len(series) - 1) / 2) * height for j in range(len(rows))], values, height=height, label=name,
                 xerr=[[max(e, 0.0) for e in side] for side in errors], error_kw={"elinewidth": 0.6, "capsize": 1.5})
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
@@ -557,6 +571,9 @@ def _check_methods(methods: Sequence[str] | None, config: CompareConfig) -> list
     unknown = [m for m in names if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    unknown = [m for m in config.headline_methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown headline method(s) {', '.join(unknown)} in the preset: choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -622,16 +639,32 @@ def _run_method(name: str, runner: Runner, x_eval: torch.Tensor, y_eval: torch.T
     """Train (or reuse) the phases of method ``name``, evaluate its model, write its result file."""
     config, log, method = runner.config, runner.log, get_method(name)
     outcome = method.run(runner)
-    log(f"  evaluating {name} on {len(x_eval)} test images (clean, PGD-{config.test_pgd_steps}, AutoAttack)")
+    attacks = evaluation_attacks(config, name)
+    log(f"  evaluating {name} on {len(x_eval)} test images ({', '.join(ATTACK_LABELS[a] for a in attacks)})")
     t0 = time.perf_counter()
-    report = _evaluate(outcome.model, x_eval, y_eval, config, runner.device, runner.progress)
+    report = _evaluate(outcome.model, x_eval, y_eval, config, runner.device, runner.progress, name)
     eval_seconds = time.perf_counter() - t0
     row = _measure(name, method, outcome, report, eval_seconds)
     write_json(path, {"row": row.to_dict(), "size": outcome.size, "phases": outcome.phases, "extra": outcome.extra,
                       "evaluation": report.to_dict()})
-    acc = row.accuracy
-    log(f"  {name}: clean {acc['clean']:.4f}, PGD {acc['pgd']:.4f}, AutoAttack {acc['autoattack']:.4f}, "
-        f"{row.stored_bytes:,} bytes, train {row.train_seconds:.0f} s, eval {eval_seconds:.0f} s")
+    accuracies = ", ".join(f"{ATTACK_LABELS[a]} {row.accuracy[a]:.4f}" for a in attacks)
+    log(f"  {name}: {accuracies}, {row.stored_bytes:,} bytes, train {row.train_seconds:.0f} s, "
+        f"eval {eval_seconds:.0f} s")
+
+
+def _run_methods(todo: Sequence[str], runner: Runner, x_eval: torch.Tensor, y_eval: torch.Tensor, methods_dir: Path,
+                 worker_arguments: dict | None, done: Callable[[str], Any]) -> None:
+    """The methods in ``todo``: in parallel processes when ``config.workers > 1`` (and
+    ``worker_arguments`` are given), else one after the other; ``done(name)`` after each."""
+    workers = runner.config.workers
+    if worker_arguments is not None and workers > 1 and len(todo) > 1:
+        runner.log(f"{len(todo)} method(s) in {min(workers, len(todo))} parallel processes: {', '.join(todo)}")
+        run_parallel(compare, todo, workers, worker_arguments, done)
+        return
+    for i, name in enumerate(todo, 1):
+        runner.log(f"[{i}/{len(todo)}] {name}: {get_method(name).label}")
+        _run_method(name, runner, x_eval, y_eval, methods_dir / f"{name}.json")
+        done(name)
 
 
 def compare(
@@ -644,6 +677,8 @@ def compare(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    workers: int | None = None,
+    as_worker: bool = False,
 ) -> dict:
     """Train and evaluate ``methods`` (default: the preset's) under ``preset``; write the table.
 
@@ -659,39 +694,56 @@ def compare(
             (recorded in the table; ``eval_examples`` is a deprecated name of ``test_examples``).
         progress: progress bars and per-epoch lines from the trainer and the evaluation.
         log: receives one line per method / phase.
+        workers: methods run in this many parallel processes, one thread each (default: the
+            preset's ``workers``, 1); the result files are those of a serial run on one thread
+            (:mod:`binprune.experiments.parallel`).
+        as_worker: run the methods only (no table, no extra seeds): how parallel workers call it.
+
+    A preset with ``width_factors`` runs every method at each width (:func:`width_sweep`) and
+    returns the width table; one with ``seeds`` trains the headline rows with those seeds too and
+    adds their mean and spread to the table (``seed_summary``).
 
     Returns:
         The table (the content of ``table.json``).
     """
     changes = _normalize_overrides(overrides)
     config = resolve_preset(preset, changes)
+    config = dataclasses.replace(config, workers=config.workers if workers is None else workers)
+    config.validate()
     names = _check_methods(methods, config)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
+    arguments = {"data_dir": data_dir, "device": device, "progress": progress, "log": log, "workers": config.workers}
+    if config.width_factors:
+        return width_sweep(config, out, names, compare, arguments, log)
     dev = resolve_device(device)
     settings_path = out / "compare.json"
     _check_protocol(settings_path, config.protocol(), out)
     train_set, x_eval, y_eval, data_info = _load_data(config, _data_dir(config, data_dir))
     overridden = {k: getattr(config, k) for k in _OVERRIDABLE if k in changes}
-    write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
-
     runner = Runner(config, out, train_set, device=dev, progress=progress, log=log)
     methods_dir = out / "methods"
+    todo = [n for n in names if not (methods_dir / f"{n}.json").is_file()]
+    if as_worker:
+        _run_methods(todo, runner, x_eval, y_eval, methods_dir, None, lambda *_: None)
+        return {}
+    write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
     started = time.perf_counter()
     header = _header(config, runner, [get_method(n) for n in names], data_info, overridden, dev)
-    for i, name in enumerate(names, 1):
-        path = methods_dir / f"{name}.json"
-        if path.is_file():
-            log(f"[{i}/{len(names)}] {name}: finished earlier, skipped")
-            continue
-        log(f"[{i}/{len(names)}] {name}: {get_method(name).label}")
-        _run_method(name, runner, x_eval, y_eval, path)
-        rows, pending, flags = _collect_rows(names, methods_dir)
-        write_table(out, {**header, "pending_methods": pending}, rows, flags)
 
-    rows, pending, flags = _collect_rows(names, methods_dir)
+    def rewrite_table(*_: Any) -> dict:
+        rows, pending, flags = _collect_rows(names, methods_dir)
+        return write_table(out, {**header, "pending_methods": pending}, rows, flags)
+
+    for name in names:
+        if name not in todo:
+            log(f"{name}: finished earlier, skipped")
+    _run_methods(todo, runner, x_eval, y_eval, methods_dir,
+                 {"preset": config, "out_dir": str(out), "data_dir": data_dir, "device": device}, rewrite_table)
+    if config.seeds:
+        header["seed_summary"] = seed_runs(config, out, names, rewrite_table(), compare, arguments)
     header["run_seconds_this_invocation"] = time.perf_counter() - started
-    table = write_table(out, {**header, "pending_methods": pending}, rows, flags)
+    table = rewrite_table()
     log(f"wrote {out / 'table.md'}, {out / 'table.json'}, {out / 'table.png'}")
     return table

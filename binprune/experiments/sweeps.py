@@ -1,0 +1,98 @@
+"""Comparisons made of comparisons: the headline rows trained with more seeds, and the methods
+trained at several widths of the same architecture.
+
+Both run :func:`binprune.experiments.compare.compare` (passed in as ``run``) on derived settings,
+each in its own sub-folder, so they resume method by method like any comparison:
+
+- :func:`seed_runs`: for every extra seed of ``config.seeds``, the headline rows with that
+  training seed (initialization, random weights, batch order, attack starts) on the same data
+  (``data_seed`` fixed to the main table's), in ``DIR/seeds/seed-S``; the main table then
+  reports mean and spread (:func:`binprune.experiments.protocol.seed_summary`). Significance is
+  decided by the paired test on the main table's single seed only.
+- :func:`width_sweep`: every method at each of ``config.width_factors`` times the widths of
+  ``arch_kwargs["widths"]``, in ``DIR/width-xF``; then ``DIR/widths.json``, ``widths.md`` and
+  ``widths.png`` (robust accuracy with its 95% interval against width).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..config import CompareConfig
+from ..results import code_versions
+from ..utils import atomic_write_bytes, write_json
+from .protocol import ATTACK_LABELS, seed_summary, width_rows
+
+__all__ = ["seed_runs", "width_sweep", "scaled_widths", "write_width_table"]
+
+
+def seed_runs(config: CompareConfig, out: Path, names: Sequence[str], main_table: Mapping[str, Any],
+              run: Callable[..., dict], arguments: dict) -> dict:
+    """Train and evaluate the headline rows (all rows when none are named) with each seed of
+    ``config.seeds``; returns the :func:`seed_summary` over the main seed and those."""
+    headline = [m for m in (config.headline_methods or names) if m in names]
+    tables = [main_table]
+    for seed in config.seeds:
+        sub = dataclasses.replace(config, seed=seed, data_seed=config.effective_data_seed, seeds=(),
+                                  name=f"{config.name}-seed{seed}")
+        tables.append(run(sub, out / "seeds" / f"seed-{seed}", methods=headline, **arguments))
+    return seed_summary([config.seed, *config.seeds], tables, headline)
+
+
+def scaled_widths(config: CompareConfig, factor: float) -> list[int]:
+    """``arch_kwargs["widths"]`` times ``factor`` (rounded, at least 1)."""
+    widths = config.arch_kwargs.get("widths")
+    if not widths:
+        raise ValueError("width_factors needs the architecture's widths in arch_kwargs (e.g. {widths: [32, 64, 128]} "
+                         "for small_cnn)")
+    return [max(1, int(round(w * factor))) for w in widths]
+
+
+def width_sweep(config: CompareConfig, out: Path, names: Sequence[str], run: Callable[..., dict],
+                arguments: dict, log: Callable[[str], None]) -> dict:
+    """Every method at each width factor (one sub-comparison per width); returns the width table."""
+    tables = []
+    for factor in config.width_factors:
+        widths = scaled_widths(config, factor)
+        log(f"== width x{factor:g}: {widths}")
+        sub = dataclasses.replace(config, arch_kwargs={**config.arch_kwargs, "widths": widths}, width_factors=(),
+                                  name=f"{config.name}-x{factor:g}")
+        tables.append(run(sub, out / f"width-x{factor:g}", methods=names, **arguments))
+    return write_width_table(out, config, tables)
+
+
+def write_width_table(out: Path, config: CompareConfig, tables: Sequence[Mapping[str, Any]]) -> dict:
+    """``widths.json``, ``widths.md`` and ``widths.png`` from the sub-comparisons' tables."""
+    from ..analysis import width_sweep_figure
+
+    factors = list(config.width_factors)
+    attack = "autoattack" if all(r["accuracy"].get("autoattack") is not None for t in tables for r in t["rows"]) \
+        else "autoattack-apgd"
+    rows = width_rows(factors, tables, attack)
+    table = {"preset": config.name, "description": config.description, "attack": attack,
+             "attack_label": ATTACK_LABELS[attack], "width_factors": factors,
+             "widths": {f"{f:g}": scaled_widths(config, f) for f in factors}, "rows": rows,
+             "pending": sorted({m for t in tables for m in t.get("pending_methods") or []}),
+             "versions": {**(tables[-1].get("versions") or {}), **code_versions()},
+             "units": {"accuracy": "fraction of the evaluated examples, in [0, 1]",
+                       "interval95": "[low, high]: 95% Wilson score interval"}}
+    write_json(out / "widths.json", table)
+    lines = [f"# binprune compare: {config.name} (robust accuracy against width)", "",
+             f"{ATTACK_LABELS[attack]} accuracy with its 95% Wilson interval, at {config.sparsity:g} sparsity; widths "
+             "are multiples of " + f"{config.arch_kwargs.get('widths')}.", "",
+             "| method | width factor | widths | weights | nonzero weights | clean | robust [95% interval] |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        iv = r["interval95"]
+        lines.append(f"| {r['label']} | {r['width_factor']:g} | {table['widths'][format(r['width_factor'], 'g')]} | "
+                     f"{r['total_weights']:,} | {r['nonzero_weights']:,} | {r['clean']:.4f} | {r['accuracy']:.4f}"
+                     + (f" [{iv[0]:.3f}-{iv[1]:.3f}]" if iv else "") + " |")
+    atomic_write_bytes(out / "widths.md", ("\n".join(lines) + "\n").encode())
+    figure = width_sweep_figure(rows, title=f"{config.name}: {ATTACK_LABELS[attack]} vs width")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(out / "widths.png", buffer.getvalue())
+    return table

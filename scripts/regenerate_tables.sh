@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Regenerates the comparison tables (compare-fmnist-cpu, compare-cifar10-cpu, the width sweep) in
+# the background, one preset after the other, each resuming method by method (and phase by phase)
+# where an earlier run stopped. Re-running the script after a kill or a reboot continues the work.
+#
+#   scripts/regenerate_tables.sh [start|status|stop] [PRESETS...]
+#
+#   PRESETS: any of fmnist-cpu cifar10-cpu fmnist-width (default: all three, in that order)
+#   WORKERS=2        parallel method processes per comparison (one thread each; same numbers as 1)
+#   OUT_ROOT=runs/tables   where the comparison folders go (one per preset: compare-PRESET)
+#   CIFAR10_DIR=../shared/data/cifar10-jpeg   the CIFAR-10 folder (train/ and test/)
+#   PYTHON=python    the interpreter with binprune installed (PYTHONPATH is set to this checkout)
+#
+# Progress: OUT_ROOT/regenerate.log (and each folder's table.md, rewritten after every method).
+# Publishing a finished folder: see docs/EVALUATION.md, "Regenerating the tables".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python}
+WORKERS=${WORKERS:-1}
+OUT_ROOT=${OUT_ROOT:-runs/tables}
+CIFAR10_DIR=${CIFAR10_DIR:-../shared/data/cifar10-jpeg}
+PIDFILE="$OUT_ROOT/regenerate.pid"
+LOG="$OUT_ROOT/regenerate.log"
+action=${1:-start}
+[ $# -gt 0 ] && shift
+presets=("$@")
+[ ${#presets[@]} -gt 0 ] || presets=(fmnist-cpu cifar10-cpu fmnist-width)
+mkdir -p "$OUT_ROOT"
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+case "$action" in
+  status)
+    if running; then echo "running (pid $(cat "$PIDFILE")); log: $LOG"; else echo "not running"; fi
+    tail -n 5 "$LOG" 2>/dev/null || true
+    exit 0 ;;
+  stop)
+    if running; then kill -- "-$(cat "$PIDFILE")" 2>/dev/null || kill "$(cat "$PIDFILE")"; echo "stopped"; else echo "not running"; fi
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: $0 [start|status|stop] [fmnist-cpu|cifar10-cpu|fmnist-width ...]" >&2; exit 2 ;;
+esac
+if running; then echo "already running (pid $(cat "$PIDFILE")); $0 status" >&2; exit 1; fi
+for p in "${presets[@]}"; do
+  case "$p" in fmnist-cpu|cifar10-cpu|fmnist-width) ;; *) echo "unknown preset $p" >&2; exit 2 ;; esac
+done
+
+work() {
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  for p in "${presets[@]}"; do
+    extra=()
+    [ "$p" = cifar10-cpu ] && extra=(--data-dir "$CIFAR10_DIR")
+    echo "== $(date -u +%FT%TZ) $p -> $OUT_ROOT/compare-$p (workers $WORKERS)"
+    "$PYTHON" -m binprune compare --preset "$p" --out "$OUT_ROOT/compare-$p" --workers "$WORKERS" --no-progress \
+      "${extra[@]}" || { echo "== $(date -u +%FT%TZ) $p FAILED (exit $?): re-run to resume"; exit 1; }
+  done
+  echo "== $(date -u +%FT%TZ) all done"
+}
+setsid bash -c "$(declare -f work); presets=(${presets[*]}); ROOT='$ROOT' PYTHON='$PYTHON' WORKERS='$WORKERS' \
+  OUT_ROOT='$OUT_ROOT' CIFAR10_DIR='$CIFAR10_DIR' work" >> "$LOG" 2>&1 < /dev/null &
+echo $! > "$PIDFILE"
+echo "started (pid $!): ${presets[*]}; log: $LOG; $0 status"

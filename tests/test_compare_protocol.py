@@ -1,0 +1,88 @@
+"""The comparison protocol: headline rows, seeds, width sweeps, parallel workers."""
+
+import dataclasses
+import json
+
+import pytest
+
+from binprune.cli import main
+from binprune.config import CompareConfig
+from binprune.experiments.compare import compare, resolve_preset, table_statistics
+from binprune.experiments.protocol import evaluation_attacks, seed_markdown, seed_summary, table_attacks
+from tests.conftest import requires_fashion_mnist
+
+
+def test_presets_name_their_headline_rows_and_enough_balanced_test_images():
+    fmnist, cifar, width = resolve_preset("fmnist-cpu"), resolve_preset("cifar10-cpu"), resolve_preset("fmnist-width")
+    headline = ("binprune-p0.1", "hydra-binary-p0.1", "at-binary-small", "at-fp")
+    assert fmnist.headline_methods == headline and cifar.headline_methods == headline
+    assert fmnist.test_examples >= 1000 and cifar.test_examples >= 500
+    assert fmnist.eval_order == cifar.eval_order == width.eval_order == "balanced"
+    assert len(fmnist.seeds) == 2 and fmnist.seed not in fmnist.seeds
+    assert width.sparsity == 0.99 and len(width.width_factors) >= 2
+    assert set(width.methods) == set(width.headline_methods) == {"binprune-p0.1", "hydra-binary-p0.1", "at-binary-small"}
+    assert evaluation_attacks(fmnist, "at-fp") == ("clean", "pgd", "autoattack-apgd", "autoattack")
+    assert evaluation_attacks(fmnist, "rst") == ("clean", "pgd", "autoattack-apgd")
+    assert evaluation_attacks(resolve_preset("tiny"), "rst") == ("clean", "pgd", "autoattack")
+
+
+def test_later_settings_leave_the_protocol_of_earlier_folders_unchanged():
+    config = CompareConfig(name="x")
+    assert not {"headline_methods", "seeds", "data_seed", "width_factors", "workers"} & set(config.protocol())
+    assert dataclasses.replace(config, seeds=(1,)).protocol()["seeds"] == [1]
+    for bad in ({"seeds": (0,)}, {"width_factors": (0,)}, {"workers": 0}, {"data_seed": -1}):
+        with pytest.raises(ValueError):
+            dataclasses.replace(config, **bad).validate()
+
+
+def test_paired_tests_use_only_the_attacks_both_rows_ran():
+    rows = [{"method": "binprune-p0.1", "accuracy": {"clean": .5, "pgd": .4, "autoattack-apgd": .3, "autoattack": .3}},
+            {"method": "rst", "accuracy": {"clean": .5, "pgd": .2, "autoattack-apgd": .1}}]
+    flags = {"binprune-p0.1": {"pgd": [1] * 8 + [0] * 2, "autoattack-apgd": [1] * 6 + [0] * 4},
+             "rst": {"pgd": [0] * 10, "autoattack-apgd": [0] * 10}}
+    stats = table_statistics(rows, flags)
+    assert [c["attack"] for c in stats["comparisons"]] == ["pgd", "autoattack-apgd"]
+    assert stats["comparisons"][0]["reference_only_robust"] == 8
+    assert table_attacks(rows) == ("clean", "pgd", "autoattack-apgd", "autoattack")
+
+
+def test_seed_summary_gives_mean_and_sample_spread():
+    tables = [{"rows": [{"method": "m", "label": "M", "accuracy": {"clean": c, "autoattack": a}}]}
+              for c, a in ((0.5, 0.2), (0.6, 0.3), (0.7, 0.4))]
+    summary = seed_summary([0, 1, 2], tables, ["m", "absent"])
+    aa = summary["methods"]["m"]["accuracy"]["autoattack"]
+    assert aa["mean"] == pytest.approx(0.3) and aa["sd"] == pytest.approx(0.1) and aa["seeds"] == [0, 1, 2]
+    assert "absent" not in summary["methods"]
+    assert any("0.3000 ± 0.1000" in line for line in seed_markdown(summary))
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_parallel_workers_give_the_serial_results_and_seeds_are_summarized(tmp_path):
+    config = dataclasses.replace(resolve_preset("tiny"), headline_methods=("binprune-p0.1",))
+    methods = ["at-binary-small", "binprune-p0.1"]
+    serial = compare(dataclasses.replace(config, seeds=(1,)), tmp_path / "serial", methods=methods, progress=False,
+                     log=lambda line: None)
+    compare(config, tmp_path / "parallel", methods=methods, progress=False, log=lambda line: None, workers=2)
+    for name in methods:
+        a, b = (json.loads((tmp_path / run / "methods" / f"{name}.json").read_text()) for run in ("serial", "parallel"))
+        assert a["row"]["accuracy"] == b["row"]["accuracy"]
+        assert {k: v["robust_flags"] for k, v in a["evaluation"]["attacks"].items()} == \
+               {k: v["robust_flags"] for k, v in b["evaluation"]["attacks"].items()}
+    summary = serial["seed_summary"]["methods"]
+    assert list(summary) == ["binprune-p0.1"] and summary["binprune-p0.1"]["accuracy"]["autoattack"]["seeds"] == [0, 1]
+    assert (tmp_path / "serial" / "seeds" / "seed-1" / "methods" / "binprune-p0.1.json").is_file()
+    assert "autoattack" not in serial["rows"][0]["accuracy"] and "autoattack" in serial["rows"][1]["accuracy"]
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_the_width_sweep_writes_its_table_and_plot(tmp_path):
+    out = tmp_path / "w"
+    assert main(["compare", "--preset", "tiny-width", "--out", str(out), "--no-progress"]) == 0
+    table = json.loads((out / "widths.json").read_text())
+    assert table["width_factors"] == [1, 2] and table["widths"] == {"1": [4, 8], "2": [8, 16]}
+    assert len(table["rows"]) == 4 and {r["width_factor"] for r in table["rows"]} == {1, 2}
+    assert all(r["interval95"] is not None for r in table["rows"])
+    assert (out / "widths.png").stat().st_size > 0 and "| binprune" in (out / "widths.md").read_text()
+    assert (out / "width-x2" / "methods" / "binprune-p0.1.json").is_file()
