@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import torch
-import torchattacks
 from torch import nn
 
 from ..config import EvalConfig
@@ -65,8 +64,7 @@ def package_versions() -> dict[str, str]:
 
     import binprune
 
-    return {"binprune": binprune.__version__, "torch": torch.__version__, "torchattacks": torchattacks.__version__,
-            "pyautoattack": pyautoattack.__version__}
+    return {"binprune": binprune.__version__, "torch": torch.__version__, "pyautoattack": pyautoattack.__version__}
 
 
 def _run_attacks(ctx: AttackContext, names: tuple[str, ...]) -> dict[str, AttackResult]:

@@ -24,9 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torchattacks.attack import Attack
 
-from ..adversary import CarriedFGSM, configure_bn_mode, frozen_batchnorm_stats, make_attack, run_attack, trades_loss
+from ..adversary import Attack, CarriedFGSM, configure_bn_mode, frozen_batchnorm_stats, make_attack, run_attack, trades_loss
 from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, model_spec, save_checkpoint
 from ..config import TrainConfig
 from ..data import num_batches
