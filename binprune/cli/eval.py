@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DATASETS, EvalConfig, SanityConfig, check_linf_eps, config_from_dict
-from .common import add_config_flags, given_values, summary_table
+from .common import add_arch_flag, add_config_flags, given_values, register_arch, summary_table
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
         epilog="Accuracies are fractions in [0, 1], times in seconds. See docs/EVALUATION.md.",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
+    add_arch_flag(p)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, help="test set to evaluate on")
     g.add_argument("--data-dir", metavar="DIR",
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     config = _eval_config(args)
     device = resolve_device(args.device)
     progress = not args.no_progress
+    register_arch(args.arch)
     model = _load_eval_model(args.checkpoint, device, args.robustbench_arch, args.dataset, config.norm)
     entry_path = None
     if args.robustbench:

@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from .common import add_arch_flag, register_arch
+
 __all__ = ["add_parser", "run"]
 
 
@@ -21,6 +23,7 @@ def add_parser(sub: Any) -> None:
                "Formats: docs/PACKED_FORMAT.md, docs/INFERENCE.md (onnx).",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
+    add_arch_flag(p)
     p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.bpk or model.onnx")
     p.add_argument("--format", choices=("bpk", "onnx"), default="bpk",
                    help="bpk: packed kilobyte file (default); onnx: the compact model as an ONNX graph")
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, inputs=[args.checkpoint])
     if args.footprint_json:
         check_output_path(args.footprint_json, inputs=[args.checkpoint, args.output])
+    register_arch(args.arch)
     model = load_model(args.checkpoint)
     if args.format == "onnx":
         return _run_onnx(args, model)
