@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     where = f"preset {args.preset}" if args.preset else (args.config or "settings")
     run_config = config_from_dict(RunConfig, values, where=where)
     if getattr(args, "attack_steps_deprecated", None) is not None:
-        print("binprune: warning: --steps is deprecated, use --attack-steps", file=sys.stderr, flush=True)
+        logging.getLogger("binprune").warning("--steps is deprecated, use --attack-steps")
         if args.attack_steps is None:
             args.attack_steps = args.attack_steps_deprecated
     for section, names in args.config_sections.items():
@@ -97,6 +97,8 @@ def _check_out(out: Path, run_config: RunConfig, resume: bool, overwrite: bool) 
 
 
 def _build_model(run_config: RunConfig, train_set: Any) -> Any:
+    import torch
+
     from ..convert import convert_to_binary_supermask
     from ..models import create_model
 
@@ -115,8 +117,10 @@ def _build_model(run_config: RunConfig, train_set: Any) -> Any:
                          seed=run_config.train.seed, **options)
     if m.dense:
         return model
+    example = train_set.batch(torch.arange(min(2, len(train_set))))[0] if len(train_set) >= 2 else None
     return convert_to_binary_supermask(model, sparsity=m.sparsity, allocation=m.allocation, p=m.p, init=m.init,
-                                       last_bn=m.last_bn, seed=run_config.train.seed)
+                                       last_bn=m.last_bn, seed=run_config.train.seed,
+                                       connect_channels=m.connect_channels, example_input=example)
 
 
 def _summary(run_config: RunConfig, result: Any, out: Path) -> str:
