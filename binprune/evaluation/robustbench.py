@@ -55,6 +55,7 @@ from .validation import check_eps, check_positive_int
 __all__ = [
     "robustbench_benchmark", "run_robustbench_protocol", "load_benchmark_data", "leaderboard_entry",
     "load_robustbench_model", "robustbench_architecture", "STANDARD_EPS", "ROBUSTBENCH_N_EXAMPLES", "model_footprint",
+    "architecture_name", "MODELINFO_FIELDS",
 ]
 
 #: RobustBench evaluates the first 10,000 test examples (all of CIFAR's test set).
@@ -219,11 +220,32 @@ def _model_summary(model: nn.Module) -> dict:
             **model_footprint(model)}
 
 
-def _architecture_name(model: nn.Module) -> str:
-    """The recipe's architecture name when binprune built the model, else its class name."""
+def _size(module: nn.Module) -> int:
+    return sum(t.numel() for t in module.state_dict().values())
+
+
+def _core_network(module: nn.Module) -> nn.Module:
+    """The network inside wrappers (``nn.Sequential`` of a normalization and the network,
+    ``torch.compile``, DDP): descend into the child holding most of the state while the module
+    itself is only a container."""
+    while isinstance(module, (nn.Sequential, nn.ModuleList, nn.parallel.DistributedDataParallel)) or \
+            type(module).__name__ == "OptimizedModule":
+        children = list(module.children())
+        if not children:
+            break
+        heavy = max(children, key=_size)
+        if _size(heavy) * 2 < _size(module):
+            break
+        module = heavy
+    return module
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The recipe's architecture name when binprune built the model, else the class of the
+    network inside its wrappers (not "Sequential")."""
     inner = model.network if isinstance(model, Subnetwork) else model
     recipe = find_spec(model).recipe
-    base = recipe["arch"] if isinstance(recipe, Mapping) and "arch" in recipe else type(inner).__name__
+    base = recipe["arch"] if isinstance(recipe, Mapping) and "arch" in recipe else type(_core_network(inner)).__name__
     return f"{base} (binary supermask)" if isinstance(model, Subnetwork) else base
 
 
@@ -332,7 +354,7 @@ def run_robustbench_protocol(
     }
     entry = leaderboard_entry(
         dataset=dataset, threat_model=threat_model, eps=eps, clean_accuracy=clean, robust_accuracy=robust,
-        name=name or model_name, architecture=architecture or _architecture_name(model),
+        name=name or model_name, architecture=architecture or architecture_name(model),
         additional_data=additional_data, number_forward_passes=number_forward_passes, link=link, authors=authors,
         venue=venue, reported=reported, footnote=footnote, binprune=own,
     )
