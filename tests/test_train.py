@@ -302,7 +302,8 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     assert m["config"]["world_size"] == 2 and 0 <= m["accuracy"]["pgd"] <= m["accuracy"]["clean"] <= 1
     assert len((full / "metrics.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in full.iterdir()) == ["best.pt", "binprune-run.json", "config.json", "config.yaml",
-                                                      "curves.png", "last.pt", "metrics.json", "metrics.jsonl"]
+                                                      "curves.png", "last.pt", "metrics.csv", "metrics.json",
+                                                      "metrics.jsonl"]
 
     proc = subprocess.Popen(torchrun(killed, "--checkpoint-every", "3"), env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

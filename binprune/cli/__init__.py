@@ -62,8 +62,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..logs import console_messages
+
     try:
-        return int(args.run(args) or 0)
+        with console_messages():
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("binprune: interrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ RobustBench protocol."""
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import os
 import sys
@@ -149,8 +150,8 @@ def _results_path(out: str | None) -> str | None:
     if out is None:
         return None
     if out.endswith(".json") and not os.path.isdir(out):
-        print("binprune: warning: --out FILE.json is deprecated: pass a folder (results go to FOLDER/eval.json)",
-              file=sys.stderr, flush=True)
+        logging.getLogger("binprune").warning("--out FILE.json is deprecated: pass a folder (results go to "
+                                              "FOLDER/eval.json)")
         return out
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} exists and is not a folder: pass a folder (results go to FOLDER/eval.json)")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..adversary import is_attack, rng_devices
 from ..config import TrainConfig
+from ..logs import console_messages
 from ..results import TrainResult
 from ..utils import atomic_write_bytes, resolve_device
 from .distributed import dist_info
@@ -127,7 +128,8 @@ def train(
     folder = RunFolder(out_dir, resume=resume, overwrite=overwrite) if out_dir and dist_info()[0] == 0 else None
     if folder is not None:
         folder.check()  # before any work: a folder we may not write into is refused at once
-    with folder if folder is not None else contextlib.nullcontext(), torch.random.fork_rng(devices=rng_devices(dev)):
+    with folder if folder is not None else contextlib.nullcontext(), torch.random.fork_rng(devices=rng_devices(dev)), \
+            console_messages(progress in (True, "epochs")):
         if folder is not None:
             for name, content in (run_files or {}).items():
                 atomic_write_bytes(folder.path / name, content)
