@@ -5,7 +5,9 @@ For each name in ``torchvision.models.list_models(module=torchvision.models)``: 
 in eval mode on 2 random images and a backward pass to the scores, and check that every Conv /
 Linear / MultiheadAttention weight was converted or reported. Also records whether any signal
 survives the 99%-sparse random mask at initialization (outputs differ between inputs), which
-some deep thin networks lose until training moves the masks.
+some deep thin networks lose until training moves the masks, whether conversion's own check
+(``example_input``) warned about it, and whether the remedy it offers (``connect_channels=True``)
+restores the signal, at what sparsity.
 
 Each model runs in its own subprocess (memory is returned between models; one failure cannot
 stop the rest). Results: ``benchmarks/results/torchvision_models.json``.
@@ -20,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,13 +46,22 @@ def check_one(name: str) -> dict:
     expected += sum(1 if m.in_proj_weight is not None else 3 for m in model.modules()
                     if isinstance(m, nn.MultiheadAttention))
     dense_params = sum(p.numel() for p in model.parameters())
-    net = binprune.convert_to_binary_supermask(model, sparsity=0.99, p=0.1)
-    del model
-    convert_seconds = time.perf_counter() - start
-    report = binprune.sparsity_report(net)
     size = INPUT_SIZE.get(name, 224)
-    net.eval()
     x = torch.rand(2, 3, size, size)
+    with warnings.catch_warnings(record=True) as caught:  # the conversion's own disconnection check
+        warnings.simplefilter("always", binprune.DisconnectedMaskWarning)
+        net = binprune.convert_to_binary_supermask(model, sparsity=0.99, p=0.1, example_input=x)
+    detected = [str(w.message) for w in caught if issubclass(w.category, binprune.DisconnectedMaskWarning)]
+    convert_seconds = time.perf_counter() - start
+    remedy = None
+    if detected:  # the remedy offered by the warning: a weight kept in every output channel
+        fixed = binprune.convert_to_binary_supermask(model, sparsity=0.99, p=0.1, connect_channels=True)
+        remedy = {"connected": binprune.signal_report(fixed, x)["connected"],
+                  "sparsity": binprune.sparsity_report(fixed).sparsity}
+        del fixed
+    del model
+    report = binprune.sparsity_report(net)
+    net.eval()
     out = net(x)
     logits = out.logits if hasattr(out, "logits") else out
     ok_shape = tuple(logits.shape) == (2, 10)
@@ -68,6 +80,8 @@ def check_one(name: str) -> dict:
         "dense_values_reported": report.dense_total,
         "layers_reached_by_gradient": reached,
         "signal_survives_at_init": bool((logits[0] - logits[1]).abs().max() > 0),
+        "disconnection_warning": detected[0] if detected else None,
+        "connect_channels": remedy,
         "output_shape": list(logits.shape),
         "seconds": time.perf_counter() - start,
         "convert_seconds": convert_seconds,

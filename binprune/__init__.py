@@ -26,13 +26,14 @@ _EXPORTS: dict[str, str] = {
     # convert -> allocate
     "Normalize": "models", "create_model": "models", "list_models": "models", "register_model": "models",
     "Subnetwork": "convert", "convert_to_binary_supermask": "convert", "finalize": "convert",
-    "allow_type": "convert",
+    "allow_type": "convert", "DisconnectedMaskWarning": "convert", "signal_report": "connectivity",
+    "register_factory": "models",
     "GlobalBudget": "supermask", "TopKMask": "supermask", "apply_mask": "supermask",
     "masked_tensors": "supermask", "topk_mask": "supermask",
     "SparsitySchedule": "sparsity", "allocate_keep_counts": "sparsity", "allocate_keep_ratios": "sparsity",
     "set_sparsity": "sparsity", "sparsity_report": "sparsity",
     # data
-    "ImageTensorDataset": "data", "load_dataset": "data", "ExampleView": "views",
+    "ImageTensorDataset": "data", "ImageFolderDataset": "data", "load_dataset": "data", "ExampleView": "views",
     # train
     "train": "training", "StepHook": "training", "SparsityScheduleHook": "training",
     # evaluate

@@ -1,6 +1,16 @@
-"""Training-time attacks on top of torchattacks, and the TRADES loss.
+"""The attacks binprune trains and evaluates with, and the TRADES loss.
 
 Attacks work in pixel space: inputs in [0, 1], normalization inside the model.
+
+The PGD family (:class:`LinfPGD`, :class:`L2PGD`, :class:`TradesPGD`, :class:`FastFGSM`) is
+binprune's own, so that installing binprune does not install torchattacks (whose 3.5.1 release
+pins ``requests ~= 2.25.1`` and ships a stale copy of robustbench that overwrites the user's).
+They follow torchattacks' definitions step for step and draw the same random numbers in the
+same order, so results equal those of torchattacks' ``PGD``, ``PGDL2``, ``TPGD`` and ``FFGSM``
+(``tests/test_train.py`` checks the equality where torchattacks is installed). Their interface is
+torchattacks' ``Attack`` interface (``set_device``, ``set_model_training_mode``, ``get_logits``,
+``attack(images, labels)``), so a torchattacks attack instance can be passed wherever binprune
+takes one.
 
 Batch norm during attack generation (``bn_mode``):
 
@@ -10,9 +20,9 @@ Batch norm during attack generation (``bn_mode``):
     frozen (:func:`frozen_batchnorm_stats`), so the attack's 10+ forward passes do not count as
     training data. Dropout is off during the attack.
 ``"eval"``
-    torchattacks' default: the model is in eval mode (running statistics) during the attack.
+    the attacks' default (as torchattacks'): the model is in eval mode (running statistics) during the attack.
 
-torchattacks' APGD, FAB and Square re-seed the global RNG on every call; :func:`run_attack`
+A torchattacks APGD, FAB or Square passed in re-seeds the global RNG on every call; :func:`run_attack`
 forks the RNG around every attack call, so training keeps its own random stream.
 """
 
@@ -23,15 +33,14 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-import torchattacks
-from torchattacks.attack import Attack
 from torch import nn
 
 from .data import crop_flip, uncrop_flip
 
 __all__ = [
     "TRAIN_ATTACKS", "BN_MODES", "make_attack", "run_attack", "frozen_batchnorm_stats", "trades_loss",
-    "CarriedFGSM", "default_alpha", "CARRIED_ALPHA_FACTOR", "attack_bn_mode",
+    "CarriedFGSM", "default_alpha", "CARRIED_ALPHA_FACTOR", "attack_bn_mode", "Attack", "LinfPGD", "L2PGD",
+    "TradesPGD", "FastFGSM", "is_attack",
 ]
 
 from .config import ATTACK_BN_MODES as BN_MODES, TRAIN_ATTACKS  # noqa: E402  (names defined once)
@@ -65,6 +74,221 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
+
+
+class Attack:
+    """Base of binprune's attacks: sets the model's mode while the attack runs, then restores it.
+
+    Subclasses implement ``forward(images, labels, *args)``. By default the model is in eval mode
+    during the attack; :meth:`set_model_training_mode` selects train mode, optionally keeping batch
+    norms or dropout in eval mode (chosen by class name, as torchattacks does).
+    """
+
+    def __init__(self, name: str, model: nn.Module):
+        self.attack = name
+        self.model = model
+        param = next(iter(model.parameters()), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self._model_training = False
+        self._batchnorm_training = False
+        self._dropout_training = False
+
+    def set_device(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+
+    def set_model_training_mode(self, model_training: bool = False, batchnorm_training: bool = False,
+                                dropout_training: bool = False) -> None:
+        self._model_training = model_training
+        self._batchnorm_training = batchnorm_training
+        self._dropout_training = dropout_training
+
+    def get_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _set_mode(self) -> None:
+        if not self._model_training:
+            self.model.eval()
+            return
+        self.model.train()
+        for m in self.model.modules():
+            kind = type(m).__name__
+            if ("BatchNorm" in kind and not self._batchnorm_training) or ("Dropout" in kind and not self._dropout_training):
+                m.eval()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        was_training = self.model.training
+        self._set_mode()
+        try:
+            return self.forward(images, labels, *args)
+        finally:
+            self.model.train(was_training)
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(self).items()
+                             if k in ("eps", "alpha", "steps", "random_start"))
+        return f"{type(self).__name__}({settings})"
+
+
+def is_attack(obj: object) -> bool:
+    """Whether ``obj`` is an attack instance: binprune's, or one with torchattacks' interface."""
+    return isinstance(obj, Attack) or (callable(obj) and hasattr(obj, "set_device")
+                                       and hasattr(obj, "set_model_training_mode") and hasattr(obj, "model"))
+
+
+def _linf_step(images: torch.Tensor, adv: torch.Tensor, grad: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    """One signed-gradient step, projected on the L-inf ball around ``images`` and on [0, 1]."""
+    delta = torch.clamp(adv.detach() + alpha * grad.sign() - images, min=-eps, max=eps)
+    return torch.clamp(images + delta, min=0, max=1).detach()
+
+
+class LinfPGD(Attack):
+    r"""PGD under the L-inf distance (Madry et al., 2018): ``steps`` signed-gradient steps of
+    cross-entropy, each projected on the ``eps`` ball and on [0, 1].
+
+    Distance Measure : Linf
+
+    Arguments:
+        model (nn.Module): model to attack (inputs in [0, 1]).
+        eps (float): maximum perturbation. (Default: 8/255)
+        alpha (float): step size. (Default: 2/255)
+        steps (int): number of steps. (Default: 10)
+        random_start (bool): start from a uniform point of the ball. (Default: True)
+
+    Examples::
+        >>> attack = LinfPGD(model, eps=8/255, alpha=2/255, steps=10)
+        >>> adv_images = attack(images, labels)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 random_start: bool = True):
+        super().__init__("PGD", model)
+        self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        adv = images.clone().detach()
+        if self.random_start:
+            adv = torch.clamp(adv + torch.empty_like(adv).uniform_(-self.eps, self.eps), min=0, max=1).detach()
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            grad = torch.autograd.grad(F.cross_entropy(self.get_logits(adv), labels), adv)[0]
+            adv = _linf_step(images, adv, grad, self.alpha, self.eps)
+        return adv
+
+
+class L2PGD(Attack):
+    r"""PGD under the L2 distance: normalized-gradient steps of cross-entropy, each projected on
+    the ``eps`` ball and on [0, 1]; the random start is uniform in radius along a Gaussian direction.
+
+    Distance Measure : L2
+
+    Arguments:
+        model (nn.Module): model to attack (inputs in [0, 1]).
+        eps (float): maximum perturbation. (Default: 1.0)
+        alpha (float): step size. (Default: 0.2)
+        steps (int): number of steps. (Default: 10)
+        random_start (bool): start from a random point of the ball. (Default: True)
+
+    Examples::
+        >>> attack = L2PGD(model, eps=0.5, alpha=0.1, steps=10)
+        >>> adv_images = attack(images, labels)
+    """
+
+    _TINY = 1e-10  # keeps the gradient's normalization finite at a zero gradient
+
+    def __init__(self, model: nn.Module, eps: float = 1.0, alpha: float = 0.2, steps: int = 10,
+                 random_start: bool = True):
+        super().__init__("PGDL2", model)
+        self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        n = len(images)
+        adv = images.clone().detach()
+        if self.random_start:
+            delta = torch.empty_like(adv).normal_()
+            norms = delta.view(n, -1).norm(p=2, dim=1).view(n, 1, 1, 1)
+            radius = torch.zeros_like(norms).uniform_(0, 1)
+            delta *= radius / norms * self.eps
+            adv = torch.clamp(adv + delta, min=0, max=1).detach()
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            grad = torch.autograd.grad(F.cross_entropy(self.get_logits(adv), labels), adv)[0]
+            grad = grad / (torch.norm(grad.view(n, -1), p=2, dim=1) + self._TINY).view(n, 1, 1, 1)
+            delta = adv.detach() + self.alpha * grad - images
+            factor = torch.min(self.eps / torch.norm(delta.view(n, -1), p=2, dim=1), torch.ones(n, device=delta.device))
+            adv = torch.clamp(images + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
+        return adv
+
+
+class TradesPGD(Attack):
+    r"""TRADES' inner maximization (Zhang et al., 2019): L-inf PGD on the KL divergence between the
+    prediction on the clean input and on the perturbed one, from a small Gaussian start.
+
+    Distance Measure : Linf
+
+    Arguments:
+        model (nn.Module): model to attack (inputs in [0, 1]).
+        eps (float): maximum perturbation. (Default: 8/255)
+        alpha (float): step size. (Default: 2/255)
+        steps (int): number of steps. (Default: 10)
+
+    Examples::
+        >>> attack = TradesPGD(model, eps=8/255, alpha=2/255, steps=10)
+        >>> adv_images = attack(images)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10):
+        super().__init__("TPGD", model)
+        self.eps, self.alpha, self.steps = eps, alpha, steps
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        target = F.softmax(self.get_logits(images).detach(), dim=1)
+        adv = torch.clamp(images + 0.001 * torch.randn_like(images), min=0, max=1).detach()
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            loss = F.kl_div(F.log_softmax(self.get_logits(adv), dim=1), target, reduction="sum")
+            grad = torch.autograd.grad(loss, adv)[0]
+            adv = _linf_step(images, adv, grad, self.alpha, self.eps)
+        return adv
+
+
+class FastFGSM(Attack):
+    r"""FGSM from a uniform random start ("fast is better than free", Wong et al., 2020): one
+    signed-gradient step of ``alpha``, projected on the ``eps`` ball and on [0, 1].
+
+    Distance Measure : Linf
+
+    Arguments:
+        model (nn.Module): model to attack (inputs in [0, 1]).
+        eps (float): maximum perturbation. (Default: 8/255)
+        alpha (float): step size. (Default: 10/255)
+
+    Examples::
+        >>> attack = FastFGSM(model, eps=8/255, alpha=10/255)
+        >>> adv_images = attack(images, labels)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 10 / 255):
+        super().__init__("FFGSM", model)
+        self.eps, self.alpha = eps, alpha
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        # A normal draw that the uniform one overwrites: the random stream of torchattacks' FFGSM,
+        # so runs match those made with it.
+        start = torch.randn_like(images).uniform_(-self.eps, self.eps)
+        adv = torch.clamp(images + start, min=0, max=1).detach()
+        adv.requires_grad = True
+        grad = torch.autograd.grad(F.cross_entropy(self.get_logits(adv), labels), adv)[0]
+        return _linf_step(images, adv, grad, self.alpha, self.eps)
 
 
 class CarriedFGSM(Attack):
@@ -119,8 +343,11 @@ class CarriedFGSM(Attack):
         self.codes = torch.randint(-127, 128, (num_examples, *shape), generator=gen, dtype=torch.int8)
         self.supported_mode = ["default"]
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,  # type: ignore[override]
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,  # type: ignore[override]
+                indices: torch.Tensor | None = None,
                 crops: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if labels is None or indices is None:
+            raise ValueError("the carried fast attack needs the labels and the buffer rows (indices) of the batch")
         if (crops is None) != (self.padding == 0):
             raise ValueError("the carried fast attack needs the batch's crops (offsets, flips) exactly when it was "
                              f"built with padding > 0 (padding {self.padding}, crops {'given' if crops else 'missing'})")
@@ -144,11 +371,11 @@ def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None 
                 bn_mode: str = "train", num_examples: int | None = None,
                 example_shape: tuple[int, ...] | None = None, carry: bool = False,
                 generator: torch.Generator | None = None, padding: int = 0) -> Attack | None:
-    """Build the torchattacks attack used to make training examples.
+    """Build the attack used to make training examples.
 
-    ``"pgd"``: PGD (Linf, random start, ``steps`` steps of ``alpha``). ``"fast"``: FGSM with a
-    random start (torchattacks' FFGSM, step 1.25 eps), or :class:`CarriedFGSM` with ``carry``.
-    ``"trades"``: TPGD, which maximizes the KL divergence to the clean prediction. ``"none"``:
+    ``"pgd"``: :class:`LinfPGD` (random start, ``steps`` steps of ``alpha``). ``"fast"``:
+    :class:`FastFGSM` (step 1.25 eps), or :class:`CarriedFGSM` with ``carry``.
+    ``"trades"``: :class:`TradesPGD`, which maximizes the KL divergence to the clean prediction. ``"none"``:
     standard (non-adversarial) training, returns ``None``.
     """
     if name not in TRAIN_ATTACKS:
@@ -165,16 +392,16 @@ def make_attack(name: str, model: nn.Module, *, eps: float, alpha: float | None 
     if alpha <= 0 and eps > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if name == "pgd":
-        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        attack: Attack = LinfPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     elif name == "trades":
-        attack = torchattacks.TPGD(model, eps=eps, alpha=alpha, steps=steps)
+        attack = TradesPGD(model, eps=eps, alpha=alpha, steps=steps)
     elif carry:
         if num_examples is None or example_shape is None:
             raise ValueError("the carried fast attack needs num_examples and example_shape for its buffer")
         attack = CarriedFGSM(model, num_examples, tuple(example_shape), eps=eps, alpha=alpha, generator=generator,
                              padding=padding)
     else:
-        attack = torchattacks.FFGSM(model, eps=eps, alpha=alpha)
+        attack = FastFGSM(model, eps=eps, alpha=alpha)
     configure_bn_mode(attack, bn_mode)
     return attack
 
@@ -190,7 +417,7 @@ def attack_bn_mode(attack: str, bn_mode: str | None) -> str:
 
 
 def configure_bn_mode(attack: Attack, bn_mode: str) -> None:
-    """Tell torchattacks which mode to put the model in while the attack runs (see module doc)."""
+    """Tell the attack which mode to put the model in while it runs (see module doc)."""
     if bn_mode == "train":
         attack.set_model_training_mode(model_training=True, batchnorm_training=True, dropout_training=False)
     else:

@@ -32,8 +32,8 @@ from typing import Any, Mapping, TypeVar
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "EvalConfig", "SanityConfig", "CompareConfig",
     "load_yaml", "dump_yaml", "config_from_dict", "config_to_dict", "list_presets", "load_preset",
-    "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "OPTIMIZERS", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS", "WEIGHT_INITS", "SCORE_INITS",
-    "NORMS", "EVAL_ATTACKS", "PRESET_DIR", "check_linf_eps",
+    "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "OPTIMIZERS", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS",
+    "WEIGHT_INITS", "SCORE_INITS", "NORMS", "EVAL_ATTACKS", "PRESET_DIR", "check_linf_eps", "IN_MEMORY_IMAGE_BYTES",
 ]
 
 # --- names of choices (implemented elsewhere, named once here) -----------------------------------
@@ -45,6 +45,9 @@ OPTIMIZERS = ("sgd", "adam")
 BUDGETS = ("equal", "published")
 AUGMENTATIONS = ("crop_flip", "none")
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+#: An image folder whose decoded images would take more bytes than this is streamed from disk
+#: batch by batch instead of decoded into memory (ImageNet-100 at 224 px would need ~19 GB).
+IN_MEMORY_IMAGE_BYTES = 2 * 1024**3
 ALLOCATIONS = ("adaptive", "uniform", "global")
 WEIGHT_INITS = ("binary", "signed_constant", "kaiming", "signed_kaiming")
 SCORE_INITS = ("uniform", "kaiming_uniform")
@@ -109,7 +112,8 @@ def _check_optional_positive_ints(config: Any, names: tuple[str, ...]) -> None:
 class ModelConfig:
     """The network and its conversion into a binary supermask network."""
 
-    arch: str = setting("small_cnn", "architecture name (see binprune.list_models())")
+    arch: str = setting("small_cnn", "architecture: binprune.list_models(), torchvision:NAME, timm:NAME, "
+                                     "robustbench:NAME or package.module:callable")
     width_factor: float = setting(1.0, "multiply every layer's width", kind="float+")
     arch_kwargs: dict = setting(None, "extra keyword arguments of the architecture", cli=False, default_factory=dict)
     num_classes: int | None = setting(None, "logits size (default: the dataset's class count)", kind="int+")
@@ -119,6 +123,8 @@ class ModelConfig:
     allocation: str = setting("adaptive", "per-layer keep ratios", choices=ALLOCATIONS)
     init: str = setting("binary", "fixed weight scheme", choices=WEIGHT_INITS)
     last_bn: bool = setting(True, "non-affine batch norm over the logits (LBN)", kind="bool")
+    connect_channels: bool = setting(False, "start from a mask keeping a weight in every output channel (for "
+                                            "networks a random mask disconnects)", kind="bool")
 
     def validate(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:

@@ -21,19 +21,21 @@ import importlib.util
 import math
 import numbers
 import sys
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .config import SCORE_INITS
+from .connectivity import connect_output_channels, signal_report
 from .init import WEIGHT_INITS, fan_in, fixed_bias, fixed_weight
 from .sparsity import ALLOCATIONS, check_sparsity, allocate_keep_counts
 from .supermask import GlobalBudget, apply_mask, masked_tensors
 from .spec import attach_spec, find_spec, register_transform
 from .utils import check_seed, generator_for
 
-__all__ = ["Subnetwork", "convert_to_binary_supermask", "finalize", "allow_type", "MASKABLE_LAYERS", "BN_MODES",
+__all__ = ["Subnetwork", "convert_to_binary_supermask", "DisconnectedMaskWarning", "finalize", "allow_type", "MASKABLE_LAYERS", "BN_MODES",
            "TYPE_PACKAGES"]
 
 #: Layer types whose ``weight`` is masked (subclasses included).
@@ -43,6 +45,10 @@ MASKABLE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear,
 )
 BN_MODES = ("non_affine", "keep")
+
+
+class DisconnectedMaskWarning(UserWarning):
+    """The random mask leaves no path from the input to the output (see :mod:`binprune.connectivity`)."""
 
 
 class Subnetwork(nn.Module):
@@ -276,6 +282,21 @@ def _check_settings(sparsity: float, allocation: str, p: float, init: str, bn: s
     return sparsity, check_seed(seed)
 
 
+def _torch_pruned(model: nn.Module) -> list[str]:
+    """``module.tensor`` names that torch.nn.utils.prune reparametrized (a forward pre-hook that
+    recomputes ``tensor`` from ``tensor_orig * tensor_mask``)."""
+    from torch.nn.utils import prune
+
+    found = []
+    for name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():  # noqa: SLF001 (torch's prune keeps its state there)
+            methods = hook._pruning_methods if isinstance(hook, prune.PruningContainer) else [hook]  # noqa: SLF001
+            for method in methods:
+                if isinstance(method, prune.BasePruningMethod):
+                    found.append(f"{name}.{method._tensor_name}" if name else method._tensor_name)  # noqa: SLF001
+    return list(dict.fromkeys(found))
+
+
 def _check_model(model: nn.Module) -> None:
     """Refuse what cannot be converted faithfully: not a module, already converted, or holding
     tensors without values (meta device)."""
@@ -283,6 +304,12 @@ def _check_model(model: nn.Module) -> None:
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if any(True for _ in masked_tensors(model)):
         raise ValueError("the model is already a supermask model: convert the original model instead")
+    pruned = _torch_pruned(model)
+    if pruned:
+        raise ValueError(
+            f"the model was pruned with torch.nn.utils.prune ({', '.join(pruned[:3])}{' ...' if len(pruned) > 3 else ''}"
+            " hold *_orig and *_mask): fold the pruning in first, e.g. for each: "
+            "torch.nn.utils.prune.remove(module, 'weight')")
     meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if meta:
         raise ValueError(
@@ -401,6 +428,8 @@ def convert_to_binary_supermask(
     score_init_scale: float = 0.01,
     num_classes: int | None = None,
     score_init: str = "uniform",
+    connect_channels: bool = False,
+    example_input: torch.Tensor | None = None,
 ) -> Subnetwork:
     """Return a copy of ``model`` whose weight-bearing layers are supermask layers.
 
@@ -440,6 +469,12 @@ def convert_to_binary_supermask(
             edge-popup and RST use for their scores.
         num_classes: size of the logits for the last batch norm; by default the output size of
             the last Linear/Conv layer.
+        connect_channels: start from a mask that keeps at least one weight in every output
+            channel of every layer (:func:`binprune.connectivity.connect_output_channels`), for
+            networks a random 99% mask disconnects.
+        example_input: a batch of at least two inputs; with it, the converted network is run on
+            them and a warning names the layers where a random mask cut every path from the
+            input to the output (:func:`binprune.connectivity.signal_report`), with the remedy.
 
     Example:
         >>> net = binprune.convert_to_binary_supermask(torchvision.models.resnet18(), sparsity=0.99)
@@ -460,6 +495,11 @@ def convert_to_binary_supermask(
         num_classes = _infer_num_classes(network)
 
     counts, budget = _keep_counts([getattr(m, w).numel() for _, m, w, _ in targets], sparsity, allocation, p)
+    if connect_channels:
+        if budget is not None:
+            raise ValueError("connect_channels needs per-layer keep counts: use allocation 'adaptive' or 'uniform'")
+        # at least one kept weight per output channel (slightly fewer removed weights than asked)
+        counts = [max(int(k), int(getattr(m, w).shape[0])) for k, (_, m, w, _) in zip(counts, targets)]
     _convert_layers(targets, counts, budget=budget, init=init, seed=seed, score_init_scale=score_init_scale,
                     kaiming_scores=score_init == "kaiming_uniform")
 
@@ -478,9 +518,25 @@ def convert_to_binary_supermask(
     }
     if score_init != "uniform":  # recorded only when set, so earlier specs stay unchanged
         config["score_init"] = score_init
+    if connect_channels:
+        config["connect_channels"] = True
+        connect_output_channels(network)
     sub = Subnetwork(network, lbn, config)
     sub.train(model.training)
+    if example_input is not None:
+        _warn_if_disconnected(sub, example_input)
     return attach_spec(sub, find_spec(model, nested=False).with_transform("supermask", config))
+
+
+def _warn_if_disconnected(model: nn.Module, example_input: torch.Tensor) -> None:
+    report = signal_report(model, example_input)
+    if not report["connected"]:
+        layers = ", ".join(report["cut_layers"][:4]) or "(no single layer: the signal fades)"
+        warnings.warn(
+            f"the random mask cuts every path from the input to the output at {layers}: the network gives the "
+            "same output for every input, and no gradient reaches the masks before that point. Convert with "
+            "connect_channels=True (binprune train --connect-channels): the initial mask then keeps a weight in "
+            "every output channel", DisconnectedMaskWarning, stacklevel=3)
 
 
 def finalize(model: nn.Module) -> nn.Module:

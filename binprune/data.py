@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "ImageTensorDataset", "load_dataset", "DATASETS", "iterate_batches", "augment_batch",
+    "ImageTensorDataset", "ImageFolderDataset", "load_dataset", "DATASETS", "iterate_batches", "augment_batch",
     "DEFAULT_FASHION_MNIST_DIR", "split_train_val", "num_batches", "epoch_order", "CROP_PADDING", "crop_flip_params",
     "crop_flip", "uncrop_flip", "augmentation_generator",
 ]
 
-from .config import AUGMENTATIONS, DATASETS  # noqa: E402  (names defined once)
+from .config import AUGMENTATIONS, DATASETS, IN_MEMORY_IMAGE_BYTES  # noqa: E402  (names defined once)
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _STATS = {
@@ -112,8 +112,11 @@ def split_train_val(dataset: ImageTensorDataset, val_fraction: float, seed: int)
     return dataset.subset(perm[n_val:].sort().values), dataset.subset(perm[:n_val].sort().values)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train") -> ImageTensorDataset:
-    """Load a dataset split from a local folder (see the module docstring for layouts).
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train"
+                 ) -> ImageTensorDataset | ImageFolderDataset:
+    """Load a dataset split from a local folder (see the module docstring for layouts). An image
+    folder whose decoded images would exceed :data:`binprune.config.IN_MEMORY_IMAGE_BYTES` is
+    streamed from disk (:class:`ImageFolderDataset`) instead of decoded into memory.
 
     Raises ``FileNotFoundError`` saying where it looked and how to get the data.
     """
@@ -239,7 +242,64 @@ def _decode(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
 
 
-def _load_image_folder(root: Path, split: str, *, name: str) -> ImageTensorDataset:
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """An image-folder split read from disk batch by batch (nothing held in memory but the file
+    list): what :func:`load_dataset` returns for a folder too large to decode whole
+    (:data:`binprune.config.IN_MEMORY_IMAGE_BYTES`). Same interface as :class:`ImageTensorDataset`
+    (``batch``, ``tensors``, ``subset``, ``labels``, ``mean``/``std``, ``augment``); every image
+    must have the size of the first one."""
+
+    def __init__(self, files: Sequence[Path], labels: torch.Tensor, classes: list[str], name: str,
+                 mean: tuple[float, ...], std: tuple[float, ...], augment: str = "none", source: str = "",
+                 shape: tuple[int, int, int] | None = None):
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files = list(files)
+        self.labels = labels
+        self.classes, self.name, self.mean, self.std, self.augment, self.source = classes, name, mean, std, augment, source
+        self.shape = shape if shape is not None else tuple(self._decode_one(0).shape)
+
+    def _decode_one(self, index: int) -> torch.Tensor:
+        array = np.array(_decode(self.files[index]))  # a writable copy for torch
+        image = torch.from_numpy(array).unsqueeze(0) if array.ndim == 2 else torch.from_numpy(array).permute(2, 0, 1)
+        if getattr(self, "shape", None) is not None and tuple(image.shape) != self.shape:
+            raise ValueError(f"{self.files[index]} has shape {tuple(image.shape)} but the folder's images are "
+                             f"{self.shape}: resize the images to one size first")
+        return image
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._decode_one(int(index)).float().div_(255), int(self.labels[index])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.shape[0]
+
+    def batch(self, indices: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            images = list(pool.map(self._decode_one, idx.tolist()))
+        stacked = torch.stack(images) if images else torch.empty(0, *self.shape, dtype=torch.uint8)
+        return stacked.float().div_(255), self.labels[idx]
+
+    def tensors(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self) if n is None else min(n, len(self))
+        return self.batch(torch.arange(n))
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "ImageFolderDataset":
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        return ImageFolderDataset([self.files[i] for i in idx.tolist()], self.labels[idx], self.classes, self.name,
+                                  self.mean, self.std, self.augment, self.source, self.shape)
+
+
+def _load_image_folder(root: Path, split: str, *, name: str,
+                       memory_limit: int | None = None) -> ImageTensorDataset | ImageFolderDataset:
     split_dir = root / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir} does not exist: an image-folder dataset needs {root}/{split}/<class>/<images>")
@@ -253,6 +313,12 @@ def _load_image_folder(root: Path, split: str, *, name: str) -> ImageTensorDatas
         labels += [label] * len(found)
     if not files:
         raise FileNotFoundError(f"{split_dir} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    first = _decode(files[0])
+    limit = IN_MEMORY_IMAGE_BYTES if memory_limit is None else memory_limit
+    if first.nbytes * len(files) > limit:  # streamed: only the file list stays in memory
+        channels = 1 if first.ndim == 2 else first.shape[2]
+        return ImageFolderDataset(files, torch.tensor(labels, dtype=torch.long), classes, name, (0.5,) * channels,
+                                  (0.5,) * channels, "none", str(split_dir))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(_decode, files, chunksize=256))
     shapes = {a.shape for a in arrays}

@@ -13,6 +13,7 @@ reduced-width variants.
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
@@ -21,10 +22,12 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from . import zoo
 from .spec import ModelSpec, attach_spec
 from .utils import check_seed, stable_seed
 
-__all__ = ["Normalize", "create_model", "list_models", "register_model", "CifarResNet", "SmallCNN"]
+__all__ = ["Normalize", "create_model", "list_models", "register_model", "register_factory", "check_architecture",
+           "CifarResNet", "SmallCNN"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,6 +46,26 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def register_factory(name: str) -> None:
+    """Import the user's factory ``package.module:callable`` named on the command line and register
+    it under that name (done once; binprune never imports a factory a file names)."""
+    if name not in _REGISTRY:
+        _REGISTRY[name] = zoo.import_factory(name)
+
+
+def check_architecture(name: str) -> None:
+    """Refuse an unknown architecture name before any work (a user factory must be registered)."""
+    if name in _REGISTRY:
+        return
+    if not zoo.is_external(name):
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(list_models())}, or "
+                         "torchvision:NAME, timm:NAME, robustbench:NAME, package.module:callable")
+    zoo.check_arch_name(name)
+    if zoo.is_user_factory(name):
+        raise ValueError(f"architecture {name!r} is a user factory that is not registered: name it with --arch "
+                         f"{name} on the command line (binprune does not import code a file names)")
 
 
 class Normalize(nn.Module):
@@ -85,10 +108,13 @@ def create_model(
     """Build a registered architecture preceded by :class:`Normalize`.
 
     Args:
-        name: one of :func:`list_models`.
+        name: one of :func:`list_models`, or another library's model: ``torchvision:NAME``,
+            ``timm:NAME``, ``robustbench:NAME`` (:mod:`binprune.zoo`), or a user's factory
+            ``package.module:callable`` registered with :func:`register_model`.
         num_classes: size of the logits.
         in_channels: image channels (1 for Fashion-MNIST, 3 for CIFAR).
-        mean, std: per-channel normalization; default 0.5 / 0.5 (i.e. [-1, 1] inputs).
+        mean, std: per-channel normalization; default: the model's own (timm's pretrained_cfg,
+            identity for RobustBench's zoo), else 0.5 / 0.5 (i.e. [-1, 1] inputs).
         seed: draw the initial weights from this seed (and the architecture's name) instead of
             torch's global random state, which differs between processes; the caller's random
             state is left untouched.
@@ -97,24 +123,28 @@ def create_model(
     The returned model carries a :class:`binprune.spec.ModelSpec` whose recipe holds the
     arguments that rebuild it (checkpoints and the packed format store it).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(list_models())}")
+    external = name not in _REGISTRY and zoo.is_external(name)
+    if name not in _REGISTRY and not external:
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(list_models())}, or "
+                         "torchvision:NAME, timm:NAME, robustbench:NAME, package.module:callable")
     for what, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
     num_classes, in_channels = int(num_classes), int(in_channels)
-    mean = list(mean) if mean is not None else [0.5] * in_channels
-    std = list(std) if std is not None else [0.5] * in_channels
-    if len(mean) != in_channels or len(std) != in_channels:
-        raise ValueError(f"mean/std need {in_channels} values (one per input channel), got {mean} / {std}")
     if seed is not None:
         seed = check_seed(seed, non_negative=True)
+    builder = _REGISTRY[name] if not external else functools.partial(zoo.build_external, name)
     if seed is None:
-        net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+        net = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stable_seed(seed, "init", name))
-            net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+            net = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    own = zoo.own_normalization(name, net, in_channels) if mean is None and std is None else None
+    mean = list(mean) if mean is not None else (list(own[0]) if own else [0.5] * in_channels)
+    std = list(std) if std is not None else (list(own[1]) if own else [0.5] * in_channels)
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ValueError(f"mean/std need {in_channels} values (one per input channel), got {mean} / {std}")
     model = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net))
     recipe = {
         "arch": name,

@@ -25,7 +25,7 @@ import torch
 from .data import iterate_batches
 from .utils import stable_seed
 
-__all__ = ["ExampleView", "as_view", "evaluation_tensors", "select_examples", "class_interleaved_order",
+__all__ = ["ExampleView", "as_view", "from_loader", "evaluation_tensors", "select_examples", "class_interleaved_order",
            "balanced_indices",
            "check_images", "fingerprint"]
 
@@ -104,11 +104,31 @@ def _length(data: Any) -> int:
     return len(data)
 
 
+def from_loader(data: Any) -> Any:
+    """A ``DataLoader`` becomes what binprune batches itself: its map-style dataset (binprune's
+    seeded order and batch size replace the loader's), or, for an iterable dataset, the
+    ``(images, labels)`` tensors of one pass over the loader. Anything else is returned as is."""
+    if not isinstance(data, torch.utils.data.DataLoader):
+        return data
+    if not isinstance(data.dataset, torch.utils.data.IterableDataset):
+        return data.dataset
+    xs, ys = [], []
+    for batch in data:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("a DataLoader must yield (images, labels) batches")
+        xs.append(torch.as_tensor(batch[0]))
+        ys.append(torch.as_tensor(batch[1]))
+    if not xs:
+        raise ValueError("the DataLoader yielded no batch")
+    return torch.cat(xs), torch.cat(ys).long()
+
+
 def as_view(data: Any, name: str) -> ExampleView:
-    """Check ``data`` (a dataset of ``(image, label)``, or an ``(images, labels)`` pair of float
-    images in [0, 1]) and view it."""
+    """Check ``data`` (a dataset of ``(image, label)``, an ``(images, labels)`` pair of float
+    images in [0, 1], or a ``DataLoader`` of either: :func:`from_loader`) and view it."""
     if isinstance(data, ExampleView):
         return data
+    data = from_loader(data)
     if isinstance(data, list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         data = tuple(data)
     if not (isinstance(data, tuple) or hasattr(data, "__getitem__")):
@@ -160,6 +180,8 @@ def class_interleaved_order(labels: torch.Tensor) -> torch.Tensor:
 
 def _source_info(data: Any) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None, int]:
     info: dict[str, Any] = {}
+    if isinstance(data, torch.utils.data.DataLoader):
+        raise ValueError("internal: DataLoader not unwrapped")
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"data as a sequence must be a pair (images, labels), got {len(data)} items")
@@ -200,6 +222,7 @@ def evaluation_tensors(data: Any, n_examples: int | None = None) -> tuple[torch.
     """
     if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
         raise ValueError(f"n_examples must be an integer >= 1, got {n_examples!r}")
+    data = from_loader(data)
     info, x, y, total = _source_info(data)
     if n_examples is not None and n_examples > total:
         raise ValueError(f"n_examples={n_examples} but the data holds only {total} examples")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything binprune needs on a fresh machine, idempotently:
-#   - a virtual environment in .venv with binprune (editable) and its dependencies,
+#   - a virtual environment in .venv with binprune (editable) and every extra the tests use
+#     (robustbench, onnx, ...), plus torchattacks 3.5.1 without its requests pin (--no-deps),
 #   - robustbench's own files restored if torchattacks' stale copy overwrote them,
 #   - the Fashion-MNIST files (Debian package dataset-fashion-mnist) where apt and root exist.
 # Re-running it is cheap: each step is skipped when already done.
@@ -20,11 +21,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  # The tests compare binprune's attacks with torchattacks'; torchattacks 3.5.1 pins
+  # requests~=2.25.1, which nothing here needs, so it comes without its dependencies.
+  "$VENV/bin/python" -m pip install --quiet --no-deps "torchattacks==3.5.1"
   touch "$stamp"
 fi
 
 # torchattacks 3.5.1 ships an old copy of robustbench that overwrites the real one depending on
-# install order; binprune.compat detects it and this restores robustbench 1.1.1's own files.
+# install order; binprune.compat detects it and this restores robustbench 1.1.1's own files
+# (binprune doctor prints the same command).
 if ! "$VENV/bin/python" -c 'import sys, binprune.compat as c; sys.exit(1 if c.check_robustbench_files() else 0)' 2>/dev/null; then
   echo "== restoring robustbench 1.1.1's files (overwritten by torchattacks' bundled copy)"
   "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "robustbench==1.1.1"

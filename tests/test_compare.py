@@ -46,6 +46,12 @@ def test_compare_writes_the_table_and_skips_finished_methods(tmp_path, capsys):
                                                   "hydra-ft-binary-uniform-trades-e0.4545"]
     assert "| HYDRA (binary), uniform | uniform | binary |" in (out / "table.md").read_text()
     assert any(n.startswith("Budget: equal") for n in table["notes"])
+    import csv
+
+    with open(out / "table.csv", newline="") as fh:
+        csv_rows = list(csv.DictReader(fh))  # the same table as CSV, beside table.md
+    assert [r["method"] for r in csv_rows] == SMOKE_METHODS[:2]
+    assert float(csv_rows[1]["pgd"]) == row["accuracy"]["pgd"] and float(csv_rows[1]["sparsity"]) == row["sparsity"]
     finished = {m: os.stat(out / "methods" / f"{m}.json").st_mtime_ns for m in SMOKE_METHODS[:2]}
     capsys.readouterr()
 

@@ -1,4 +1,7 @@
 import importlib.metadata
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -6,22 +9,72 @@ import pytest
 
 from binprune import compat
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.mark.slow
-def test_robustbench_is_the_real_1_1_1_package():
+def test_robustbench_parts_import_without_aliasing_anything():
+    """binprune uses robustbench's model zoo without leaving an `autoattack` alias or a half-imported
+    robustbench in sys.modules: the user's own `import robustbench` behaves as without binprune."""
+    code = """
+import json, sys
+def user_import():
+    try:
+        import robustbench  # noqa: F401
+        return "ok"
+    except Exception as exc:
+        return type(exc).__name__ + ": " + str(exc).splitlines()[0]
+if sys.argv[-1] == "with-binprune":
+    from binprune import compat
+    parts = compat.robustbench_modules()
+    zoo = parts.model_zoo.model_dicts[parts.enums.BenchmarkDataset.cifar_10][parts.enums.ThreatModel.Linf]
+    left = sorted(k for k in sys.modules if k == "autoattack" or k.startswith(("autoattack.", "robustbench")))
+    print(json.dumps({"left": left if not compat.robustbench_autoattack()["robustbench_eval_imports"] else [],
+                      "standard": "Standard" in zoo}))
+print(json.dumps({"user": user_import()}))
+"""
+    without = subprocess.run([sys.executable, "-c", code, "plain"], capture_output=True, text=True, timeout=300)
+    with_bp = subprocess.run([sys.executable, "-c", code, "with-binprune"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert with_bp.returncode == 0, with_bp.stderr
+    lines = [json.loads(line) for line in with_bp.stdout.splitlines()]
+    assert lines[0] == {"left": [], "standard": True}
+    assert lines[1]["user"] == json.loads(without.stdout.splitlines()[-1])["user"]
+
+
+def test_robustbench_from_its_repository_is_accepted(monkeypatch):
+    """robustbench installed as its README says (from the repository) reports version 1.1."""
+    dist = importlib.metadata.distribution("robustbench")
+
+    class SourceDist:
+        version = "1.1"
+        files = dist.files
+
+        @staticmethod
+        def locate_file(f):
+            return dist.locate_file(f)
+
+    monkeypatch.setattr(compat.metadata, "distribution", lambda name: SourceDist)
     assert compat.check_robustbench_files() == []
-    robustbench = compat.import_robustbench()
-    import robustbench.model_zoo as model_zoo
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+    SourceDist.version = "1.0"
+    with pytest.raises(compat.RobustBenchInstallError, match="1.0 is installed"):
+        compat.check_robustbench_files()
 
-    assert importlib.metadata.version("robustbench") == "1.1.1"
-    assert Path(model_zoo.__file__).parent.parent == Path(robustbench.__file__).parent
-    assert "Standard" in model_zoo.model_dicts[model_zoo.enums.BenchmarkDataset.cifar_10][
-        model_zoo.enums.ThreatModel.Linf]
-    assert WideResNet(depth=28, widen_factor=1).fc.out_features == 10
-    import robustbench.eval  # imports `autoattack`, provided by pyautoattack
 
-    assert sys.modules["autoattack"].AutoAttack is robustbench.eval.AutoAttack
+def test_git_autoattack_with_and_without_state_is_recognized(tmp_path, monkeypatch):
+    """A git AutoAttack older than Nov 2022 (no autoattack.state) is reported, and robustbench's
+    parts still load (isolated import) instead of failing."""
+    package = tmp_path / "autoattack"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .autoattack import AutoAttack\n")
+    (package / "autoattack.py").write_text("class AutoAttack:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    info = compat.robustbench_autoattack()
+    assert info["package"] == "autoattack" and not info["has_state"] and not info["robustbench_eval_imports"]
+    with pytest.raises(compat.RobustBenchInstallError, match="no autoattack.state"):
+        compat.import_robustbench()
+    (package / "state.py").write_text("class EvaluationState:\n    pass\n")
+    assert compat.robustbench_autoattack()["robustbench_eval_imports"]
 
 
 def test_overwritten_robustbench_file_is_detected(monkeypatch, tmp_path):
@@ -45,6 +98,7 @@ def test_overwritten_robustbench_file_is_detected(monkeypatch, tmp_path):
             return fake_root / str(f)
 
     monkeypatch.setattr(compat.metadata, "distribution", lambda name: FakeDist)
+    monkeypatch.setattr(compat.metadata, "version", lambda name: FakeDist.version)
     assert compat.check_robustbench_files() == ["robustbench/utils.py"]
     with pytest.raises(compat.RobustBenchInstallError, match="force-reinstall"):
-        compat.import_robustbench()
+        compat.robustbench_modules()

@@ -175,14 +175,14 @@ def test_evaluate_results_settings_and_determinism(trained):
     assert settings["attacks"] == ["clean", "pgd"] and settings["seed"] == 0
     assert r1["data"]["selection"] == "the first 100 examples in dataset order"
     assert r1["units"]["accuracy"].startswith("fraction") and r1["units"]["time"] == "seconds"
-    assert {"torch", "torchattacks", "pyautoattack"} <= set(r1["versions"])
+    assert {"torch", "pyautoattack"} <= set(r1["versions"])
     assert {e["stage"] for e in events if "done" in e} >= {"clean", "pgd-20"}
     json.dumps(r1.to_dict())  # plain types only
-    # more restarts can only remove examples; L2 runs through torchattacks' PGDL2
+    # more restarts can only remove examples; L2 runs through binprune's L2PGD
     r3 = evaluate(model, test, eps=0.05, attacks=["pgd"], n_examples=100, pgd_restarts=3, device="cpu", progress=False)
     assert r3["accuracy"]["pgd"] <= acc["pgd"]
     l2 = evaluate(model, test, eps=0.5, norm="L2", attacks=["pgd"], n_examples=100, device="cpu", progress=False)
-    assert l2["attacks"]["pgd"]["implementation"] == "torchattacks.PGDL2" and l2["accuracy"]["pgd"] < acc["clean"]
+    assert l2["attacks"]["pgd"]["implementation"] == "binprune.adversary.L2PGD" and l2["accuracy"]["pgd"] < acc["clean"]
 
 
 def test_bad_inputs_give_clear_errors():

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchattacks
 from torch import nn
 
 import binprune
@@ -68,6 +67,7 @@ def test_attack_bn_train_mode_uses_batch_statistics_and_freezes_running_ones():
 
 
 def test_attacks_that_reseed_do_not_reset_the_training_rng():
+    torchattacks = pytest.importorskip("torchattacks")
     model = _BNProbe().eval()
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     attack = torchattacks.APGD(model, eps=0.1, steps=2, seed=0)
@@ -167,6 +167,7 @@ def test_dense_trades_and_carried_fast_attack_train(fmnist):
 @pytest.mark.slow
 @requires_fashion_mnist
 def test_custom_torchattacks_instance(fmnist):
+    torchattacks = pytest.importorskip("torchattacks")
     train_set = fmnist[0].subset(torch.arange(640))
     net = _tiny_supermask()
     attack = torchattacks.FGSM(net, eps=0.05)
@@ -301,7 +302,8 @@ def test_two_process_gloo_training_killed_and_resumed(tmp_path):
     assert m["config"]["world_size"] == 2 and 0 <= m["accuracy"]["pgd"] <= m["accuracy"]["clean"] <= 1
     assert len((full / "metrics.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in full.iterdir()) == ["best.pt", "binprune-run.json", "config.json", "config.yaml",
-                                                      "curves.png", "last.pt", "metrics.json", "metrics.jsonl"]
+                                                      "curves.png", "last.pt", "metrics.csv", "metrics.json",
+                                                      "metrics.jsonl"]
 
     proc = subprocess.Popen(torchrun(killed, "--checkpoint-every", "3"), env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

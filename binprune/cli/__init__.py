@@ -1,6 +1,6 @@
 """The ``binprune`` command. This package is the only place that parses arguments.
 
-One module per verb (``train``, ``eval``, ``export``, ``inspect``, ``compare``), each with
+One module per verb (``train``, ``eval``, ``export``, ``inspect``, ``compare``, ``doctor``), each with
 ``add_parser(subparsers)`` and ``run(args)``. Flags of settings are generated from the config
 dataclasses (:mod:`binprune.config`). Nothing here imports torch before a verb runs, so ``--help``
 and argument errors answer at once. Errors a user can fix (bad values, missing files, mismatched
@@ -16,6 +16,7 @@ import sys
 from typing import Sequence
 
 from . import compare as compare_verb
+from . import doctor as doctor_verb
 from . import eval as eval_verb
 from . import export as export_verb
 from . import inspect as inspect_verb
@@ -24,7 +25,7 @@ from .common import Parser
 
 __all__ = ["build_parser", "main"]
 
-_VERBS = (train_verb, eval_verb, export_verb, inspect_verb, compare_verb)
+_VERBS = (train_verb, eval_verb, export_verb, inspect_verb, compare_verb, doctor_verb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +62,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..logs import console_messages
+
     try:
-        return int(args.run(args) or 0)
+        with console_messages():
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("binprune: interrupted", file=sys.stderr)
         return 130

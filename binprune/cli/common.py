@@ -15,7 +15,7 @@ import math
 from typing import Any, Callable, Iterable
 
 __all__ = ["Parser", "PARSERS", "add_config_flags", "given_values", "flag_name", "summary_table",
-           "fraction_or_number"]
+           "fraction_or_number", "add_arch_flag", "register_arch"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -125,3 +125,23 @@ def given_values(args: argparse.Namespace, names: dict[str, str]) -> dict[str, A
 def summary_table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def add_arch_flag(group: Any) -> None:
+    """``--arch``: the user's factory behind a checkpoint (only needed for ``package.module:callable``)."""
+    group.add_argument("--arch", metavar="MODULE:CALLABLE",
+                       help="the checkpoint was built from your own factory package.module:callable: import it "
+                            "(binprune never imports code a file names). torchvision:, timm: and robustbench: "
+                            "models need no flag")
+
+
+def register_arch(name: str | None) -> None:
+    """Import and register the user's factory named on the command line (other names: nothing to do)."""
+    if name is None:
+        return
+    from ..zoo import is_user_factory
+
+    if is_user_factory(name):
+        from ..models import register_factory
+
+        register_factory(name)

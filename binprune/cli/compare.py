@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = given_values(args, args.override_names)
     workers = overrides.pop("workers", None)  # how to run, not what: not an override of the protocol
     if args.test_examples_deprecated is not None:
-        print("binprune: warning: --eval-examples is deprecated, use --test-examples", flush=True)
+        logging.getLogger("binprune").warning("--eval-examples is deprecated, use --test-examples")
         overrides.setdefault("test_examples", args.test_examples_deprecated)
     table = compare(args.preset, args.out, methods=args.methods, data_dir=args.data_dir, device=args.device,
                     overrides=overrides, progress=not args.no_progress, log=lambda line: print(line, flush=True),

@@ -4,6 +4,7 @@ RobustBench protocol."""
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DATASETS, EvalConfig, SanityConfig, check_linf_eps, config_from_dict
-from .common import add_config_flags, given_values, summary_table
+from .common import add_arch_flag, add_config_flags, given_values, register_arch, summary_table
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +26,7 @@ def add_parser(sub: Any) -> None:
         epilog="Accuracies are fractions in [0, 1], times in seconds. See docs/EVALUATION.md.",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
+    add_arch_flag(p)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, help="test set to evaluate on")
     g.add_argument("--data-dir", metavar="DIR",
@@ -148,8 +150,8 @@ def _results_path(out: str | None) -> str | None:
     if out is None:
         return None
     if out.endswith(".json") and not os.path.isdir(out):
-        print("binprune: warning: --out FILE.json is deprecated: pass a folder (results go to FOLDER/eval.json)",
-              file=sys.stderr, flush=True)
+        logging.getLogger("binprune").warning("--out FILE.json is deprecated: pass a folder (results go to "
+                                              "FOLDER/eval.json)")
         return out
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} exists and is not a folder: pass a folder (results go to FOLDER/eval.json)")
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     config = _eval_config(args)
     device = resolve_device(args.device)
     progress = not args.no_progress
+    register_arch(args.arch)
     model = _load_eval_model(args.checkpoint, device, args.robustbench_arch, args.dataset, config.norm)
     entry_path = None
     if args.robustbench:

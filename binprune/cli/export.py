@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from .common import add_arch_flag, register_arch
+
 __all__ = ["add_parser", "run"]
 
 
@@ -21,11 +23,19 @@ def add_parser(sub: Any) -> None:
                "Formats: docs/PACKED_FORMAT.md, docs/INFERENCE.md (onnx).",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
-    p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.bpk or model.onnx")
-    p.add_argument("--format", choices=("bpk", "onnx"), default="bpk",
-                   help="bpk: packed kilobyte file (default); onnx: the compact model as an ONNX graph")
+    add_arch_flag(p)
+    p.add_argument("-o", "--output", required=True,
+                   help="file to write, e.g. model.bpk or model.onnx (robustbench: a folder)")
+    p.add_argument("--format", choices=("bpk", "onnx", "robustbench"), default="bpk",
+                   help="bpk: packed kilobyte file (default); onnx: the compact model as an ONNX graph; "
+                        "robustbench: a folder with NAME.pt2 (torch.export), loader.py (plain torch, no binprune) "
+                        "and NAME.json (ModelInfo)")
+    p.add_argument("--model-name", metavar="NAME", help="robustbench: the entry's name (default: the checkpoint's "
+                                                          "file name)")
+    p.add_argument("--model-info", metavar="JSON", help="robustbench: the entry 'binprune eval --robustbench' wrote, "
+                                                          "to include its accuracies")
     p.add_argument("--input-shape", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="onnx: shape of one input example (default: the recipe's channels, 32 x 32); "
+                   help="onnx, robustbench: shape of one input example (default: the recipe's channels, 32 x 32); "
                         "the batch axis is dynamic")
     p.add_argument("--footprint-json", metavar="PATH",
                    help="also write the size accounting (bytes, bits per parameter) as JSON")
@@ -54,12 +64,15 @@ def run(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+    if args.format == "robustbench":
+        return _run_robustbench(args)
     if os.path.isdir(args.output):
         raise ValueError(f"--output {args.output} is a folder; give a file name such as "
                          f"{os.path.join(args.output, 'model.bpk')}")
     check_output_path(args.output, inputs=[args.checkpoint])
     if args.footprint_json:
         check_output_path(args.footprint_json, inputs=[args.checkpoint, args.output])
+    register_arch(args.arch)
     model = load_model(args.checkpoint)
     if args.format == "onnx":
         return _run_onnx(args, model)
@@ -78,4 +91,24 @@ def _run_onnx(args: argparse.Namespace, model: Any) -> int:
 
     size = export_onnx(model, args.output, input_shape=args.input_shape)
     print(f"wrote {args.output} ({size:,} bytes, ONNX, compact model with dense weights)")
+    return 0
+
+
+def _run_robustbench(args: argparse.Namespace) -> int:
+    import json
+
+    from ..deploy.robustbench_export import export_robustbench
+    from ..loading import load_model
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} exists and is not a folder (--format robustbench writes a folder)")
+    info = None
+    if args.model_info is not None:
+        with open(args.model_info) as fh:
+            info = json.load(fh)
+    name = args.model_name or os.path.splitext(os.path.basename(args.checkpoint))[0]
+    register_arch(args.arch)
+    files = export_robustbench(load_model(args.checkpoint), args.output, name=name, input_shape=args.input_shape,
+                               model_info=info)
+    print(f"wrote {', '.join(files.values())} (load with: from loader import load_model; no binprune needed)")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from .common import PARSERS
+from .common import PARSERS, add_arch_flag, register_arch
 
 __all__ = ["add_parser", "run"]
 
@@ -20,6 +20,7 @@ def add_parser(sub: Any) -> None:
                     "and PNG plots into --out.",
     )
     p.add_argument("checkpoint", help="checkpoint (.pt) written by 'binprune train', or a packed .bpk file")
+    add_arch_flag(p)
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--mask-images", type=PARSERS["int0"], default=4,
                    help="layers shown as mask images in masks.png (default: 4)")
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} exists and is not a folder")
     check_output_path(os.path.join(args.out, "analysis.json"), inputs=[args.checkpoint])
+    register_arch(args.arch)
     model = load_model(args.checkpoint)
     result = write_inspection(model, args.out, mask_images=args.mask_images)
     print(inspect_summary(result["summary"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from ..config import (
     DataConfig, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, dump_yaml, list_presets,
     load_preset, load_yaml,
 )
-from .common import add_config_flags, given_values, summary_table
+from .common import add_config_flags, given_values, register_arch, summary_table
 
 __all__ = ["add_parser", "resolve_run_config", "run"]
 
@@ -58,7 +58,7 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     where = f"preset {args.preset}" if args.preset else (args.config or "settings")
     run_config = config_from_dict(RunConfig, values, where=where)
     if getattr(args, "attack_steps_deprecated", None) is not None:
-        print("binprune: warning: --steps is deprecated, use --attack-steps", file=sys.stderr, flush=True)
+        logging.getLogger("binprune").warning("--steps is deprecated, use --attack-steps")
         if args.attack_steps is None:
             args.attack_steps = args.attack_steps_deprecated
     for section, names in args.config_sections.items():
@@ -68,10 +68,10 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
             setattr(run_config, section, config_from_dict(type(getattr(run_config, section)), {**current, **given}))
     if args.device is not None:
         run_config.device = args.device
-    from ..models import list_models
+    register_arch(getattr(args, "arch", None))
+    from ..models import check_architecture
 
-    if run_config.model.arch not in list_models():
-        raise ValueError(f"unknown architecture {run_config.model.arch!r}: choose one of {', '.join(list_models())}")
+    check_architecture(run_config.model.arch)
     run_config.validate()
     return run_config
 
@@ -97,20 +97,30 @@ def _check_out(out: Path, run_config: RunConfig, resume: bool, overwrite: bool) 
 
 
 def _build_model(run_config: RunConfig, train_set: Any) -> Any:
+    import torch
+
     from ..convert import convert_to_binary_supermask
     from ..models import create_model
 
+    from ..zoo import brings_normalization, is_external
+
     m = run_config.model
+    if is_external(m.arch) and m.width_factor != 1.0:
+        raise ValueError(f"--width-factor applies to binprune's own architectures, not {m.arch}: leave it at 1")
     if m.num_classes is not None and m.num_classes < train_set.num_classes:
         raise ValueError(f"--num-classes {m.num_classes} is below the {train_set.num_classes} classes of "
                          f"{run_config.data.dataset}: pass at least {train_set.num_classes}, or leave it out")
+    own = brings_normalization(m.arch)  # timm's pretrained_cfg, RobustBench's in-model normalization
+    options = dict(m.arch_kwargs) if is_external(m.arch) else {"width_factor": m.width_factor, **m.arch_kwargs}
     model = create_model(m.arch, num_classes=m.num_classes or train_set.num_classes, in_channels=train_set.in_channels,
-                         mean=train_set.mean, std=train_set.std, width_factor=m.width_factor,
-                         seed=run_config.train.seed, **m.arch_kwargs)
+                         mean=None if own else train_set.mean, std=None if own else train_set.std,
+                         seed=run_config.train.seed, **options)
     if m.dense:
         return model
+    example = train_set.batch(torch.arange(min(2, len(train_set))))[0] if len(train_set) >= 2 else None
     return convert_to_binary_supermask(model, sparsity=m.sparsity, allocation=m.allocation, p=m.p, init=m.init,
-                                       last_bn=m.last_bn, seed=run_config.train.seed)
+                                       last_bn=m.last_bn, seed=run_config.train.seed,
+                                       connect_channels=m.connect_channels, example_input=example)
 
 
 def _summary(run_config: RunConfig, result: Any, out: Path) -> str:

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torchattacks
 from torch import nn
 
-from ..adversary import default_alpha, run_attack
+from ..adversary import Attack, L2PGD, LinfPGD, default_alpha, run_attack
 from ..config import EvalConfig
 from ..results import AttackResult
 from ..utils import stable_seed
@@ -95,13 +94,13 @@ def check_attacks(attacks: Sequence[str] | str) -> list[str]:
 
 
 def pgd_attack(model: nn.Module, *, eps: float, norm: str, steps: int, alpha: float | None,
-               device: torch.device) -> torchattacks.Attack:
-    """torchattacks' ``PGD`` (L-inf) or ``PGDL2`` with a random start, in eval mode on ``device``."""
+               device: torch.device) -> Attack:
+    """PGD under L-inf (:class:`LinfPGD`) or L2 (:class:`L2PGD`) with a random start, in eval mode on ``device``."""
     alpha = default_alpha("pgd", eps, steps) if alpha is None else float(alpha)
     if norm == "Linf":
-        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        attack: Attack = LinfPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     else:
-        attack = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        attack = L2PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     attack.set_model_training_mode(model_training=False)
     attack.set_device(device)
     return attack
@@ -118,7 +117,7 @@ def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     compare these inputs' predictions with the clean ones, which only means something if the
     two were computed independently. Random starts are seeded by ``(seed, restart, first example
     of the batch)``, so each ``restart`` is a new, reproducible start. At ``eps == 0`` under L2 the
-    L-inf attack runs instead (both balls are the single clean input; torchattacks' L2
+    L-inf attack runs instead (both balls are the single clean input; the L2
     projection divides by a zero norm there).
     """
     eps, norm = check_eps(eps), check_norm(norm)
@@ -145,7 +144,7 @@ def pgd_robust_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: 
     Each restart attacks only the examples still standing, from a random start seeded by
     ``(seed, restart, first example of the batch)``. ``eps == 0`` under L2 has a single
     admissible input (the clean one), so the clean flags are returned without running the attack
-    (torchattacks' L2 projection divides by the perturbation norm, which is 0 there).
+    (the L2 projection divides by the perturbation norm, which is 0 there).
     """
     eps, norm = check_eps(eps), check_norm(norm)
     check_positive_int(steps, "steps")
@@ -241,7 +240,7 @@ def clean(ctx: AttackContext) -> AttackResult:
 
 @register_attack("pgd")
 def pgd(ctx: AttackContext) -> AttackResult:
-    """torchattacks' PGD (L-inf) or PGDL2 with a random start: a quick check, not the headline."""
+    """PGD (L-inf or L2) with a random start: a quick check, not the headline."""
     cfg = ctx.config
     started = time.perf_counter()
     alpha = default_alpha("pgd", cfg.eps, cfg.pgd_steps) if cfg.pgd_alpha is None else float(cfg.pgd_alpha)
@@ -258,7 +257,7 @@ def pgd(ctx: AttackContext) -> AttackResult:
     ctx.progress.close()
     details = {"robust_examples": int(robust.sum()), "steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts,
                "alpha": alpha, "random_start": True,
-               "implementation": f"torchattacks.{'PGD' if cfg.norm == 'Linf' else 'PGDL2'}", **form}
+               "implementation": f"binprune.adversary.{'LinfPGD' if cfg.norm == 'Linf' else 'L2PGD'}", **form}
     return AttackResult("pgd", int(robust.sum()) / ctx.n, ctx.n, time.perf_counter() - started, details,
                         robust=robust)
 

@@ -6,12 +6,14 @@ clean accuracy; AutoAttack version ``"standard"``; robust accuracy from the adve
 AutoAttack returns; an entry with RobustBench's ``ModelInfo`` fields, accuracies as percentage
 strings with two decimals.
 
-Why binprune runs the protocol itself: robustbench 1.1.1's ``benchmark()`` calls
+Why binprune runs the protocol itself: robustbench's ``benchmark()`` imports the git AutoAttack
+(``autoattack``, with ``autoattack.state``), which is not on PyPI, and calls
 ``AutoAttack(..., log_path=...)`` and ``run_standard_evaluation(..., bs=...)`` and expects one
 tensor back, while pyautoattack 0.2.0 (the AutoAttack on PyPI) takes ``batch_size=``, has no
 ``log_path`` and returns ``(x_adv, y_adv)``; ``benchmark()`` fails with a ``TypeError`` before
-evaluating anything. binprune keeps robustbench's pieces that do work: its CIFAR loader (for
-torchvision-format data), its model zoo architectures, and its ``ModelInfo`` fields. One
+evaluating anything. binprune keeps robustbench's pieces that do work, when robustbench is
+installed (``binprune[robustbench]``): its CIFAR loader (for torchvision-format data) and its model
+zoo architectures; an entry has ``ModelInfo``'s fields without needing robustbench. One
 deliberate difference: AutoAttack gets ``seed`` (RobustBench leaves it unset, which makes
 AutoAttack seed from the clock), so results are reproducible.
 
@@ -25,7 +27,6 @@ to, not identical with, RobustBench's; the entry records which source was used.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import io
 import math
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_state_dict_strict
-from ..compat import import_robustbench
+from ..compat import robustbench_autoattack, robustbench_modules
 from ..config import NORMS, EvalConfig
 from ..convert import Subnetwork
 from ..data import load_dataset
@@ -54,6 +55,7 @@ from .validation import check_eps, check_positive_int
 __all__ = [
     "robustbench_benchmark", "run_robustbench_protocol", "load_benchmark_data", "leaderboard_entry",
     "load_robustbench_model", "robustbench_architecture", "STANDARD_EPS", "ROBUSTBENCH_N_EXAMPLES", "model_footprint",
+    "architecture_name", "MODELINFO_FIELDS",
 ]
 
 #: RobustBench evaluates the first 10,000 test examples (all of CIFAR's test set).
@@ -134,15 +136,9 @@ def load_benchmark_data(dataset: str, data_dir: str | os.PathLike, n_examples: i
         if verified is not None:
             if n_examples > len(verified):
                 raise ValueError(f"n_examples={n_examples} but the {dataset} test set has {len(verified)} examples")
-            import_robustbench()
-            from robustbench import data as rb_data
-
-            loader = rb_data.load_cifar10 if dataset == "cifar10" else rb_data.load_cifar100
-            # The files are verified, so the loader's download=True only re-checks them.
-            with contextlib.redirect_stdout(io.StringIO()):
-                x, y = loader(n_examples=n_examples, data_dir=str(root))
+            x, y, loader = _first_test_examples(dataset, root, verified, n_examples)
             info = {"source": dataset, "path": str(root / _TORCHVISION_FOLDERS[dataset]),
-                    "loader": f"robustbench.data.{loader.__name__}", "n_examples": int(len(x)),
+                    "loader": loader, "n_examples": int(len(x)),
                     "selection": f"the first {len(x)} test examples in the original order"}
             return x.float().contiguous(), y.long(), info
     ds = load_dataset(dataset, data_dir, split="test")
@@ -154,6 +150,36 @@ def load_benchmark_data(dataset: str, data_dir: str | os.PathLike, n_examples: i
     else:
         info["note"] = "torchvision-format files that failed torchvision's checksums, read without verification"
     return x, y, info
+
+
+def _robustbench_data() -> Any:
+    """robustbench's data module, or ``None`` where robustbench (an optional extra) or its
+    loaders (which need ``pkg_resources``) are not importable."""
+    try:
+        return robustbench_modules().data
+    except ImportError:
+        return None
+
+
+def _first_test_examples(dataset: str, root: Path, verified: Any, n_examples: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n_examples`` test images in the original order, through robustbench's own
+    loader where robustbench is installed, else straight from the verified torchvision dataset
+    (the same tensors: robustbench's loader is that dataset with ``ToTensor``, in order); the
+    name of the loader used goes into the entry."""
+    rb_data = _robustbench_data()
+    if rb_data is not None:
+        loader = rb_data.load_cifar10 if dataset == "cifar10" else rb_data.load_cifar100
+        # The files are verified, so the loader's download=True only re-checks them.
+        with contextlib.redirect_stdout(io.StringIO()):
+            x, y = loader(n_examples=n_examples, data_dir=str(root))
+        return x, y, f"robustbench.data.{loader.__name__}"
+    import torchvision.transforms.functional as TF
+
+    items = [verified[i] for i in range(n_examples)]
+    x = torch.stack([TF.to_tensor(img) for img, _ in items])
+    y = torch.tensor([label for _, label in items])
+    return x, y, f"torchvision.datasets.{type(verified).__name__} (robustbench's loader not installed)"
 
 
 # --- model footprint -----------------------------------------------------------------------------
@@ -194,15 +220,54 @@ def _model_summary(model: nn.Module) -> dict:
             **model_footprint(model)}
 
 
-def _architecture_name(model: nn.Module) -> str:
-    """The recipe's architecture name when binprune built the model, else its class name."""
+def _size(module: nn.Module) -> int:
+    return sum(t.numel() for t in module.state_dict().values())
+
+
+def _core_network(module: nn.Module) -> nn.Module:
+    """The network inside wrappers (``nn.Sequential`` of a normalization and the network,
+    ``torch.compile``, DDP): descend into the child holding most of the state while the module
+    itself is only a container."""
+    while isinstance(module, (nn.Sequential, nn.ModuleList, nn.parallel.DistributedDataParallel)) or \
+            type(module).__name__ == "OptimizedModule":
+        children = list(module.children())
+        if not children:
+            break
+        heavy = max(children, key=_size)
+        if _size(heavy) * 2 < _size(module):
+            break
+        module = heavy
+    return module
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The recipe's architecture name when binprune built the model, else the class of the
+    network inside its wrappers (not "Sequential")."""
     inner = model.network if isinstance(model, Subnetwork) else model
     recipe = find_spec(model).recipe
-    base = recipe["arch"] if isinstance(recipe, Mapping) and "arch" in recipe else type(inner).__name__
+    base = recipe["arch"] if isinstance(recipe, Mapping) and "arch" in recipe else type(_core_network(inner)).__name__
     return f"{base} (binary supermask)" if isinstance(model, Subnetwork) else base
 
 
 # --- leaderboard entry ---------------------------------------------------------------------------
+
+#: The fields of ``robustbench.utils.ModelInfo`` (robustbench 1.1 / 1.1.1), in its order: an entry
+#: needs no robustbench installed (tests/test_leaderboard.py compares them where it is).
+MODELINFO_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                    "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
+                    "corruptions_mce", "corruptions_mce_3d", "autoattack_acc", "footnote")
+
+
+def _protocol_note() -> str:
+    """Why binprune runs the protocol, true for the AutoAttack robustbench would use here."""
+    info = robustbench_autoattack()
+    if info["robustbench_eval_imports"]:
+        return ("RobustBench protocol run by binprune with pyautoattack 0.2.0 (robustbench's benchmark() would use "
+                f"the git AutoAttack installed at {info['location']}): first n test examples, AutoAttack standard, "
+                "robust accuracy from its adversarial examples")
+    return ("RobustBench protocol run by binprune (robustbench's benchmark() does not run here: it needs the git "
+            "AutoAttack with autoattack.state, and pyautoattack 0.2.0 takes other arguments): first n test "
+            "examples, AutoAttack standard, robust accuracy from its adversarial examples")
 
 def leaderboard_entry(*, dataset: str, threat_model: str, eps: float, clean_accuracy: float,
                       robust_accuracy: float, name: str, architecture: str, additional_data: bool = False,
@@ -212,17 +277,14 @@ def leaderboard_entry(*, dataset: str, threat_model: str, eps: float, clean_accu
     """A leaderboard entry: every field of robustbench's ``ModelInfo`` (accuracies as percentage
     strings with two decimals, eps as RobustBench writes it), then binprune's own fields under
     ``"binprune"`` (fractions, bytes, the evaluation's settings)."""
-    import_robustbench()
-    from robustbench.utils import ModelInfo
-
-    info = ModelInfo(
+    values = dict(
         link=link, name=name, authors=authors, additional_data=bool(additional_data),
         number_forward_passes=int(number_forward_passes), dataset=dataset, venue=venue, architecture=architecture,
         eps=_eps_text(eps), clean_acc=_percent(clean_accuracy),
         reported=_percent(reported) if reported is not None else None,
         autoattack_acc=_percent(robust_accuracy), footnote=footnote,
     )
-    entry = dataclasses.asdict(info)
+    entry = {field: values.get(field) for field in MODELINFO_FIELDS}
     entry["binprune"] = {"threat_model": threat_model, **(binprune or {})}
     return entry
 
@@ -279,9 +341,7 @@ def run_robustbench_protocol(
         "eps_is_standard": math.isclose(eps, standard),
         "n_examples": len(x),
         "seed": seed,
-        "protocol": ("RobustBench protocol run by binprune (robustbench 1.1.1's benchmark() does not run with "
-                     "pyautoattack 0.2.0): first n test examples, AutoAttack standard, robust accuracy from its "
-                     "adversarial examples"),
+        "protocol": _protocol_note(),
         "data": data_info,
         **summary,
         "autoattack": {"settings": aa["settings"], "per_attack": aa["per_attack"],
@@ -294,7 +354,7 @@ def run_robustbench_protocol(
     }
     entry = leaderboard_entry(
         dataset=dataset, threat_model=threat_model, eps=eps, clean_accuracy=clean, robust_accuracy=robust,
-        name=name or model_name, architecture=architecture or _architecture_name(model),
+        name=name or model_name, architecture=architecture or architecture_name(model),
         additional_data=additional_data, number_forward_passes=number_forward_passes, link=link, authors=authors,
         venue=venue, reported=reported, footnote=footnote, binprune=own,
     )
@@ -336,9 +396,9 @@ def robustbench_benchmark(
 # --- RobustBench model zoo from local files ------------------------------------------------------
 
 def _zoo_entry(name: str, dataset: str, threat_model: str) -> dict:
-    import_robustbench()
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    parts = robustbench_modules()
+    model_dicts, BenchmarkDataset, ThreatModel = (parts.model_zoo.model_dicts, parts.enums.BenchmarkDataset,
+                                                  parts.enums.ThreatModel)
 
     try:
         ds = BenchmarkDataset(dataset)

@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import torch
-import torchattacks
 from torch import nn
 
 from ..config import EvalConfig
@@ -71,8 +70,7 @@ def package_versions() -> dict[str, str]:
 
     import binprune
 
-    return {"binprune": binprune.__version__, "torch": torch.__version__, "torchattacks": torchattacks.__version__,
-            "pyautoattack": pyautoattack.__version__}
+    return {"binprune": binprune.__version__, "torch": torch.__version__, "pyautoattack": pyautoattack.__version__}
 
 
 def _attack_form(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, device: torch.device,

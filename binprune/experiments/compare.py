@@ -511,9 +511,28 @@ def _markdown(header: dict, rows: Sequence[dict], stats: Mapping[str, Any] | Non
     return "\n".join(lines) + "\n"
 
 
+def _csv(rows: Sequence[dict]) -> str:
+    """The table's rows as CSV (one row per method; accuracies as fractions, 95% interval bounds)."""
+    import csv
+    import io
+
+    columns = ["method", "label", "strategy", "precision", "sparsity", "params_ratio", "stored_bytes", "train_seconds"]
+    attacks = ("clean", "pgd", "autoattack")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns + [f"{a}{suffix}" for a in attacks for suffix in ("", "_low95", "_high95")])
+    for r in rows:
+        values = [r.get(c) for c in columns]
+        for a in attacks:
+            low, high = ((r.get("interval95") or {}).get(a) or (None, None))
+            values += [(r.get("accuracy") or {}).get(a), low, high]
+        writer.writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()
+
+
 def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[ComparisonRow | Mapping[str, Any]],
                 flags: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> dict:
-    """Write ``table.json``, ``table.md`` and ``table.png`` into ``out_dir``; returns the table
+    """Write ``table.json``, ``table.md``, ``table.csv`` and ``table.png`` into ``out_dir``; returns the table
     (the content of ``table.json``). ``rows`` are :class:`binprune.results.ComparisonRow` (or
     their ``to_dict()`` form); ``flags`` maps a method to ``{attack: per-example robust flags}``
     for the paired tests (:func:`table_statistics`; without flags they read "n/a")."""
@@ -527,6 +546,7 @@ def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[Compari
         "p_value": "exact McNemar test against the reference row; p_holm: Holm-corrected over the table"}}
     write_json(out / "table.json", table)
     atomic_write_bytes(out / "table.md", _markdown(header, plain, stats).encode())
+    atomic_write_bytes(out / "table.csv", _csv(plain).encode())
     _bar_chart(plain, out / "table.png", header["preset"])
     return table
 

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchattacks.attack import Attack
 
-from ..adversary import rng_devices
+from ..adversary import is_attack, rng_devices
 from ..config import TrainConfig
+from ..logs import console_messages
 from ..results import TrainResult
 from ..utils import atomic_write_bytes, resolve_device
 from .distributed import dist_info
@@ -86,7 +86,8 @@ def train(
             out (seeded) for model selection.
         config: a :class:`binprune.TrainConfig`; ``settings`` (its field names, e.g. ``eps=0.1,
             epochs=4, attack="fast"``) override it. ``eps`` and ``epochs`` have no default.
-            ``attack`` may also be a torchattacks ``Attack`` built on ``model``.
+            ``attack`` may also be an attack instance built on ``model`` (binprune's, e.g.
+            :class:`binprune.adversary.LinfPGD`, or a torchattacks ``Attack``).
         test_data: if given, the returned model is evaluated on it: clean and
             PGD-``test_pgd_steps`` accuracy on the first ``test_examples`` examples (classes
             interleaved when the data is stored sorted by class).
@@ -114,7 +115,7 @@ def train(
         >>> result = binprune.train(net, binprune.load_dataset("fashion-mnist"), eps=0.1, epochs=2, attack="fast")
         >>> result.accuracy  # {'clean': ..., 'pgd': ...} when test_data is given
     """
-    custom_attack = settings.pop("attack") if isinstance(settings.get("attack"), Attack) else None
+    custom_attack = settings.pop("attack") if is_attack(settings.get("attack")) else None
     extra = dict(extra_config or {})
     if custom_attack is not None:
         extra["custom_attack"] = type(custom_attack).__name__
@@ -127,7 +128,8 @@ def train(
     folder = RunFolder(out_dir, resume=resume, overwrite=overwrite) if out_dir and dist_info()[0] == 0 else None
     if folder is not None:
         folder.check()  # before any work: a folder we may not write into is refused at once
-    with folder if folder is not None else contextlib.nullcontext(), torch.random.fork_rng(devices=rng_devices(dev)):
+    with folder if folder is not None else contextlib.nullcontext(), torch.random.fork_rng(devices=rng_devices(dev)), \
+            console_messages(progress in (True, "epochs")):
         if folder is not None:
             for name, content in (run_files or {}).items():
                 atomic_write_bytes(folder.path / name, content)

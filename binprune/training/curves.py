@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["curves_figure", "write_curves"]
+__all__ = ["curves_figure", "write_curves", "history_csv"]
 
 
 def curves_figure(history: Sequence[dict[str, Any]]) -> "Figure":
@@ -43,3 +43,27 @@ def write_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)
+
+
+def history_csv(history: list[dict]) -> str:
+    """The per-epoch records of ``metrics.jsonl`` as CSV: nested values flattened to
+    ``outer.inner`` columns, in order of first appearance."""
+    import csv
+    import io
+
+    def flat(record: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for key, value in record.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            elif not isinstance(value, (list, tuple)):
+                out[f"{prefix}{key}"] = value
+        return out
+
+    rows = [flat(r) for r in history]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

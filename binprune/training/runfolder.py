@@ -15,18 +15,21 @@ Two runs must never write into one folder, and a run must never overwrite files 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+_log = logging.getLogger(__name__)
+
 __all__ = ["RunFolder", "RunFolderError", "RUN_FILES", "MARKER", "LOCK"]
 
 MARKER = "binprune-run.json"
 LOCK = "binprune.lock"
 #: Files a run writes (and ``overwrite=True`` deletes).
-RUN_FILES = (MARKER, "last.pt", "best.pt", "metrics.json", "metrics.jsonl", "config.json", "config.yaml",
+RUN_FILES = (MARKER, "last.pt", "best.pt", "metrics.json", "metrics.jsonl", "metrics.csv", "config.json", "config.yaml",
              "curves.png")
 
 
@@ -108,8 +111,7 @@ class RunFolder:
                         f"{self.path} is in use by another run (pid {holder.get('pid', '?')} on "
                         f"{holder.get('host', '?')} since {since}): wait for it, or delete {lock} if that "
                         "process is gone") from None
-                print(f"binprune: taking over the stale lock {lock} of pid {holder['pid']} (no longer running)",
-                      flush=True)
+                _log.warning("taking over the stale lock %s of pid %s (no longer running)", lock, holder["pid"])
                 lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as fh:

@@ -15,6 +15,7 @@ and only rank 0 writes files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -24,9 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torchattacks.attack import Attack
 
 from ..adversary import (
+    Attack,
     CarriedFGSM,
     attack_bn_mode,
     configure_bn_mode,
@@ -41,10 +42,12 @@ from ..data import CROP_PADDING, augmentation_generator, crop_flip_params, num_b
 from ..results import EvalReport, TrainResult
 from ..sparsity import sparsity_report
 from ..utils import atomic_write_bytes, stable_seed, write_json
-from ..views import ExampleView, as_view, fingerprint
-from .curves import write_curves
+from ..views import ExampleView, as_view, fingerprint, from_loader
+from .curves import history_csv, write_curves
 from .distributed import dist_info
 from .schedule import learning_rate
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["StepHook", "Trainer", "TrainerOptions", "TrainingDiverged"]
 
@@ -131,6 +134,7 @@ class Trainer:
     # -- setup --
 
     def _setup_data(self, train_data: Any, test_data: Any) -> None:
+        train_data = from_loader(train_data)  # a DataLoader: its dataset, batched by binprune (seeded)
         cfg = self.config
         full = as_view(train_data, "train_data").random_subset(cfg.train_examples, cfg.seed, "subset")
         self.train_view, self.val = full.split(cfg.val_fraction, cfg.seed, "val")
@@ -443,12 +447,13 @@ class Trainer:
         if self.rank == 0 and self.out_dir is not None:
             lines = "".join(json.dumps(r) + "\n" for r in self.history)
             atomic_write_bytes(self.out_dir / "metrics.jsonl", lines.encode())
+            atomic_write_bytes(self.out_dir / "metrics.csv", history_csv(self.history).encode())
         self._save_last()
         if self.log_epochs:
             val = record.get("val_accuracy")
             val_text = f", val clean {val['clean']:.3f} robust {val['pgd']:.3f}" if val is not None else ""
-            print(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, "
-                  f"adv acc {record['train_accuracy']['adversarial']:.3f}{val_text}", flush=True)
+            _log.info("epoch %d: loss %.3f, adv acc %.3f%s", record["epoch"], record["train_loss"],
+                      record["train_accuracy"]["adversarial"], val_text)
 
     def _restore_best(self) -> None:
         if self.best is None:
