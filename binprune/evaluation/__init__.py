@@ -5,6 +5,8 @@
   :class:`binprune.results.EvalReport`;
 - :func:`run_autoattack` (:mod:`.autoattack`): AutoAttack with robust accuracy recomputed from the
   adversarial examples it returns;
+- :mod:`.confirm`: attacks run on the compact copy of the model, every adversarial example
+  confirmed on the model itself (:func:`equivalent_model`);
 - :func:`sanity_checks` (:mod:`.sanity`): checks against gradient masking
   (:func:`register_check` adds one);
 - :mod:`.robustbench`: RobustBench's protocol, leaderboard entries, model-zoo models from local files.
@@ -16,6 +18,7 @@ from ..config import NORMS, EvalConfig, SanityConfig
 from ..views import evaluation_tensors
 from .attacks import ATTACKS, AttackContext, check_attacks, pgd_robust_flags, register_attack
 from .autoattack import AUTOATTACK_ATTACKS, robust_accuracy_from_autoattack, run_autoattack
+from .confirm import AttackForm, equivalent_model
 from .model import correct_flags, frozen_parameters, prepare_model
 from .robustbench import (
     STANDARD_EPS,
@@ -36,5 +39,5 @@ __all__ = [
     "evaluation_tensors", "NORMS", "AUTOATTACK_ATTACKS", "run_autoattack", "robust_accuracy_from_autoattack",
     "sanity_checks", "SANITY_CHECKS", "SanityContext", "register_check", "check_result",
     "STANDARD_EPS", "leaderboard_entry", "load_benchmark_data", "load_robustbench_model", "model_footprint",
-    "robustbench_architecture", "robustbench_benchmark", "run_robustbench_protocol",
+    "robustbench_architecture", "robustbench_benchmark", "run_robustbench_protocol", "AttackForm", "equivalent_model",
 ]

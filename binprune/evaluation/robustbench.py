@@ -329,8 +329,10 @@ def run_robustbench_protocol(
     x, y, data_info = load_benchmark_data(dataset, data_dir, n_examples)
     if len(x) < n_examples:
         raise ValueError(f"n_examples={n_examples} but the {dataset} test set has {len(x)} examples")
+    # RobustBench's protocol attacks the model itself: no compact copy (EvalConfig.attack_compact).
     evaluation = evaluate(model, (x, y), eps=eps, norm=threat_model, attacks=("clean", "autoattack"),
-                          batch_size=batch_size, device=dev, seed=seed, fast=fast, progress=progress)
+                          batch_size=batch_size, device=dev, seed=seed, fast=fast, progress=progress,
+                          attack_compact=False)
     evaluation.data = data_info
     clean, robust = evaluation.accuracy["clean"], evaluation.accuracy["autoattack"]
     aa = evaluation.attacks["autoattack"].to_dict()

@@ -286,8 +286,9 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Compar
 
 
 def _autoattack_warnings(report: EvalReport) -> list[str]:
-    result = report.attacks.get("autoattack")
-    return list(result.details.get("autoattack_warnings", [])) if result is not None else []
+    found = [w for name in ("autoattack-apgd", "autoattack") if (result := report.attacks.get(name)) is not None
+             for w in result.details.get("autoattack_warnings", [])]
+    return list(dict.fromkeys(found))
 
 
 # --- the table -----------------------------------------------------------------------------------
