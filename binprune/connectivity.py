@@ -2,8 +2,8 @@
 
 At 99% sparsity a random mask can empty every output channel of a thin layer, or every path of
 a stage (its main branch and its shortcut), so the network gives the same output for every
-input and no gradient reaches the masks before it: 7 of torchvision's 80 classifiers do this
-at initialization (``benchmarks/results/torchvision_models.json``). :func:`signal_report` finds
+input and no gradient reaches the masks before it (shufflenet_v2_x0_5 at initialization,
+``benchmarks/results/torchvision_disconnected.json``). :func:`signal_report` finds
 it by running two different inputs through the model and naming the masked layers whose input
 still differs between the two but whose output no longer does, after which nothing does;
 :func:`connect_output_channels` is the remedy offered: an initial mask that keeps at least one
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adversary import frozen_batchnorm_stats
 from .supermask import masked_tensors
 
 __all__ = ["signal_report", "connect_output_channels"]
@@ -39,8 +40,14 @@ def _differs(out: Any) -> bool | None:
 
 def signal_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, Any]:
     """Run two inputs (the first two examples of ``example_input``, made different if equal)
-    through ``model`` in eval mode; ``{"connected", "cut_layers"}``: whether the output depends on
-    the input, and the masked layers after which nothing does."""
+    through ``model`` as in training (batch norms normalize with the batch's statistics, their
+    running statistics untouched; dropout off); ``{"connected", "cut_layers", "finite"}``: whether
+    the output depends on the input, the masked layers after which nothing does, and whether the
+    output is finite.
+
+    Batch statistics, not the running ones: at initialization the running statistics are the
+    identity, so in eval mode the activations of deep networks can grow until they overflow, which
+    is not a cut path and disappears once training has updated them."""
     x = example_input[:2].detach().clone()
     if len(x) < 2:
         raise ValueError("signal_report needs a batch of at least two examples")
@@ -57,13 +64,18 @@ def signal_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, An
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children()) or names[id(m)] in masked]
     was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
+        with torch.no_grad(), frozen_batchnorm_stats(model):
             out = model(x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+    logits = out.logits if hasattr(out, "logits") else (out[0] if isinstance(out, (tuple, list)) else out)
+    finite = bool(torch.isfinite(logits).all()) if isinstance(logits, torch.Tensor) else True
     connected = bool(_differs(out))
     last_varying = max((i for i, (_, _, varies) in enumerate(events) if varies), default=-1)
     cut = [] if connected else [name for i, (name, into, varies) in enumerate(events)
@@ -73,7 +85,7 @@ def signal_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, An
         # masked layer that fed it
         before = [name for name, _, _ in events[:last_varying + 1] if name in masked]
         cut = [f"{before[-1]} (then {events[last_varying + 1][0]})"] if before else [events[last_varying + 1][0]]
-    return {"connected": connected, "cut_layers": list(dict.fromkeys(cut))}
+    return {"connected": connected, "cut_layers": list(dict.fromkeys(cut)), "finite": finite}
 
 
 def connect_output_channels(model: nn.Module) -> int:

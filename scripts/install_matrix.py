@@ -65,9 +65,13 @@ from binprune import convert_to_binary_supermask, create_model, evaluate
 model = convert_to_binary_supermask(create_model("small_cnn", in_channels=1, widths=(4, 8), seed=0), sparsity=0.5, seed=0)
 x, y = torch.rand(8, 1, 12, 12), torch.arange(8) % 10
 report = evaluate(model, (x, y), eps=0.05, attacks=("clean", "pgd"), pgd_steps=2, device="cpu", progress=False)
-doctor = subprocess.run([sys.executable, "-m", "binprune", "doctor", "--json"], capture_output=True, text=True)
+import contextlib, io
+from binprune.cli import main
+text = io.StringIO()
+with contextlib.redirect_stdout(text):
+    doctor_exit = main(["doctor", "--json"])  # the command line's doctor, in this process
 result = {"binprune": binprune.__version__, "file": binprune.__file__, "accuracy": report.accuracy,
-          "doctor_exit": doctor.returncode, "doctor": json.loads(doctor.stdout) if doctor.stdout.strip() else None}
+          "doctor_exit": doctor_exit, "doctor": json.loads(text.getvalue())}
 if sys.argv[-1] == "source":
     import robustbench  # the user's own import: works with their git AutoAttack
     from binprune import compat
@@ -79,7 +83,12 @@ print(json.dumps(result))
 """
 
 
+# The environments must see only what is installed in them: no PYTHONPATH (e.g. a source tree).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+
+
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("env", CLEAN_ENV)
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
 
 
@@ -161,6 +170,22 @@ def source_trees(found: dict[str, Path], where: Path) -> tuple[Path, Path]:
     return rb, aa
 
 
+def source_wheels(found: dict[str, Path], work: Path) -> list[str]:
+    """The two source trees built into wheels once (what pip does when installing a source tree;
+    cached, as building them takes a minute here)."""
+    out = CACHE / "source-wheels"
+    built = sorted(out.glob("*.whl"))
+    if len(built) != 2:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        rb, aa = source_trees(found, work)
+        made = run(PIP + ["wheel", "--no-deps", "-q", "-w", str(out), str(aa), str(rb)])
+        if made.returncode:
+            raise SystemExit(f"building robustbench / autoattack from source failed:\n{made.stderr}")
+        built = sorted(out.glob("*.whl"))
+    return [str(w) for w in built]
+
+
 def make_env(path: Path, layer: Path) -> Path:
     made = run([sys.executable, "-m", "venv", "--without-pip", str(path)])
     if made.returncode:
@@ -198,19 +223,27 @@ def compare(before: dict, after: dict) -> list[str]:
 def scenario(name: str, found: dict[str, Path], layer: Path, work: Path) -> dict:
     started = time.perf_counter()
     py = make_env(work / name, layer)
-    record: dict = {"scenario": name, "problems": []}
+    record: dict = {"scenario": name, "problems": [], "step_seconds": {}}
+    mark = [time.perf_counter()]
+
+    def step(label: str) -> None:
+        now = time.perf_counter()
+        record["step_seconds"][label] = round(now - mark[0], 1)
+        mark[0] = now
+
     if name == "timm":
         setup = pip_in(py, "timm==1.0.20")
     elif name == "source":
-        rb, aa = source_trees(found, work)
-        setup = pip_in(py, str(aa), str(rb))
+        setup = pip_in(py, *source_wheels(found, work))
     else:
         setup = subprocess.CompletedProcess([], 0, "", "")
     if setup.returncode:
         record["problems"].append(f"setting up the user's environment failed: {setup.stderr[-800:]}")
         return record
+    step("user environment")
     before = snapshot(py)
     installed = pip_in(py, str(found["binprune"]))
+    step("pip install binprune")
     if installed.returncode:
         record["problems"].append(f"pip install binprune failed: {installed.stderr[-800:]}")
         return record
@@ -219,15 +252,18 @@ def scenario(name: str, found: dict[str, Path], layer: Path, work: Path) -> dict
     record["added"] = sorted(f"{k}=={v['version']}" for k, v in after.items() if k not in before)
     record["problems"] += compare(before, after)
     if name == "timm":
+        step("snapshots")
         refused = run(["bash", str(ROOT / "scripts" / "install.sh"), f"{found['binprune']}[robustbench]", "-q"],
-                      env={**os.environ, "PIP": " ".join(PIP + ["--python", str(py)])})
+                      env={**CLEAN_ENV, "PIP": " ".join(PIP + ["--python", str(py)])})
         record["robustbench_extra"] = {"exit": refused.returncode, "message": refused.stderr.strip()[-600:]}
         if refused.returncode == 0:
             record["problems"].append("scripts/install.sh installed binprune[robustbench] next to timm 1.0.20")
         elif "nothing was changed" not in refused.stderr or "timm" not in refused.stderr:
             record["problems"].append("scripts/install.sh refused without naming the conflict (timm)")
         record["problems"] += [f"after the refused extra: {p}" for p in compare(after, snapshot(py))]
+    step("extra refused" if name == "timm" else "snapshots")
     works = run([str(py), "-c", WORKS, name], cwd=str(work))
+    step("binprune works")
     if works.returncode:
         record["problems"].append(f"binprune does not work: {works.stderr.strip()[-800:]}")
     else:
