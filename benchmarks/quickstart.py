@@ -9,7 +9,7 @@ and writes both metrics with their wall-clock times to ``benchmarks/results/quic
 
 ``--resume`` continues an interrupted benchmark: a run whose folder holds ``metrics.json`` is
 read back, one with only ``last.pt`` resumes from it (its ``seconds`` then add up the parts,
-``wall_seconds`` is that of the last part only). Images/s per epoch and the load average are
+``wall_seconds`` is that of the last part only; a finished run keeps its earlier record). Images/s per epoch and the load average are
 recorded, so timings can be scaled to another machine.
 """
 
@@ -37,7 +37,11 @@ KEYS = ("accuracy", "test_attack", "n_examples", "kept_params", "total_params", 
         "epochs", "seconds", "eval_seconds", "selected_epoch", "val_accuracy")
 
 
-def run(out: Path, *extra: str, resume: bool = False) -> dict:
+def run(out: Path, *extra: str, resume: bool = False, previous: dict | None = None) -> dict:
+    """Train (or, with ``resume``, continue or read back) one run; a run read back keeps the
+    record ``previous`` (from the earlier JSON) when there is one, with its timings."""
+    if resume and (out / "metrics.json").is_file() and previous:
+        return previous
     load_before = os.getloadavg()
     resumed = resume and (out / "last.pt").is_file()
     start = time.perf_counter()
@@ -63,17 +67,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "quickstart.json"))
     args = parser.parse_args()
     base = Path(args.out_dir)
+    earlier = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else {}
     result = {
         "description": "binprune train --preset quickstart, and the same with --dense (full-precision AT)",
         "units": {"accuracy": "fraction in [0, 1]", "seconds": "s"},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},
-        "supermask": run(base / "supermask", resume=args.resume),
+        "supermask": run(base / "supermask", resume=args.resume, previous=earlier.get("supermask")),
         "complete": args.skip_dense,
     }
     write_json(args.out, result)  # the supermask's figures survive an interrupted dense run
     if not args.skip_dense:
-        result["dense_fp"] = run(base / "dense", "--dense", resume=args.resume)
+        result["dense_fp"] = run(base / "dense", "--dense", resume=args.resume, previous=earlier.get("dense_fp"))
         result["complete"] = True
         write_json(args.out, result)
     print(json.dumps(result, indent=2))
