@@ -5,13 +5,19 @@ the same preset with ``--dense`` (the weights of the same architecture adversari
 full precision, same data, attack, epochs and evaluation), one after the other on this machine,
 and writes both metrics with their wall-clock times to ``benchmarks/results/quickstart.json``.
 
-    python benchmarks/quickstart.py [--out-dir runs/quickstart-bench] [--skip-dense]
+    python benchmarks/quickstart.py [--out-dir runs/quickstart-bench] [--skip-dense] [--resume]
+
+``--resume`` continues an interrupted benchmark: a run whose folder holds ``metrics.json`` is
+read back, one with only ``last.pt`` resumes from it (its ``seconds`` then add up the parts,
+``wall_seconds`` is that of the last part only; a finished run keeps its earlier record). Images/s per epoch and the load average are
+recorded, so timings can be scaled to another machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -31,34 +37,50 @@ KEYS = ("accuracy", "test_attack", "n_examples", "kept_params", "total_params", 
         "epochs", "seconds", "eval_seconds", "selected_epoch", "val_accuracy")
 
 
-def run(out: Path, *extra: str) -> dict:
-    if out.exists():
-        shutil.rmtree(out)
+def run(out: Path, *extra: str, resume: bool = False, previous: dict | None = None) -> dict:
+    """Train (or, with ``resume``, continue or read back) one run; a run read back keeps the
+    record ``previous`` (from the earlier JSON) when there is one, with its timings."""
+    if resume and (out / "metrics.json").is_file() and previous:
+        return previous
+    load_before = os.getloadavg()
+    resumed = resume and (out / "last.pt").is_file()
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "binprune", "train", "--preset", "quickstart", "--out", str(out),
-                    "--no-progress", *extra], check=True)
+    if not (resume and (out / "metrics.json").is_file()):
+        if out.exists() and not resumed:
+            shutil.rmtree(out)
+        subprocess.run([sys.executable, "-m", "binprune", "train", "--preset", "quickstart", "--out", str(out),
+                        "--no-progress", *extra, *(["--resume"] if resumed else [])], check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((out / "metrics.json").read_text())
-    return {**{k: metrics.get(k) for k in KEYS}, "wall_seconds": wall, "command_options": list(extra)}
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {**{k: metrics.get(k) for k in KEYS}, "wall_seconds": wall, "resumed": resumed,
+            "images_per_second_per_epoch": [h.get("images_per_second") for h in history],
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "command_options": list(extra)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default="runs/quickstart-bench")
     parser.add_argument("--skip-dense", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted benchmark (see above)")
     parser.add_argument("--out", default=str(RESULTS / "quickstart.json"))
     args = parser.parse_args()
     base = Path(args.out_dir)
+    earlier = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else {}
     result = {
         "description": "binprune train --preset quickstart, and the same with --dense (full-precision AT)",
         "units": {"accuracy": "fraction in [0, 1]", "seconds": "s"},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},
-        "supermask": run(base / "supermask"),
+        "supermask": run(base / "supermask", resume=args.resume, previous=earlier.get("supermask")),
+        "complete": args.skip_dense,
     }
+    write_json(args.out, result)  # the supermask's figures survive an interrupted dense run
     if not args.skip_dense:
-        result["dense_fp"] = run(base / "dense", "--dense")
-    write_json(args.out, result)
+        result["dense_fp"] = run(base / "dense", "--dense", resume=args.resume, previous=earlier.get("dense_fp"))
+        result["complete"] = True
+        write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -34,11 +34,13 @@ __all__ = [
     "load_yaml", "dump_yaml", "config_from_dict", "config_to_dict", "list_presets", "load_preset",
     "TRAIN_ATTACKS", "ATTACK_BN_MODES", "SCHEDULES", "OPTIMIZERS", "AUGMENTATIONS", "DATASETS", "ALLOCATIONS",
     "WEIGHT_INITS", "SCORE_INITS", "NORMS", "EVAL_ATTACKS", "PRESET_DIR", "check_linf_eps", "IN_MEMORY_IMAGE_BYTES",
+    "AMP_DTYPES", "recorded",
 ]
 
 # --- names of choices (implemented elsewhere, named once here) -----------------------------------
 
 TRAIN_ATTACKS = ("pgd", "fast", "trades", "none")
+AMP_DTYPES = ("none", "bf16")
 ATTACK_BN_MODES = ("train", "eval")
 SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -60,18 +62,34 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def setting(default: Any, help: str, *, kind: str = "str", choices: tuple | None = None, cli: bool = True,
-            neutral: bool = False, default_factory: Any = None, flag: str | None = None) -> Any:
+            neutral: bool = False, default_factory: Any = None, flag: str | None = None,
+            omit_default: bool = False) -> Any:
     """A config field with its help text and value kind.
 
     ``kind`` tells the CLI how to parse the flag (``int+``, ``int0``, ``float+``, ``float0``,
     ``fraction``, ``bool``, ``str``, ``list``); ``cli=False`` keeps the field off the command line;
     ``neutral=True`` marks a field that does not change results (not compared on resume);
-    ``flag`` replaces the flag derived from the field name (``--field-name``).
+    ``flag`` replaces the flag derived from the field name (``--field-name``); ``omit_default=True``
+    leaves a result-changing field out of the run's record while it has its default value, so
+    records (and checkpoints) made before the field existed still match.
     """
-    meta = {"help": help, "kind": kind, "choices": choices, "cli": cli, "neutral": neutral, "flag": flag}
+    meta = {"help": help, "kind": kind, "choices": choices, "cli": cli, "neutral": neutral, "flag": flag,
+            "omit_default": omit_default}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def recorded(config: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that change results (not ``neutral``; ``omit_default``
+    fields only when set), by name."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("neutral") or (f.metadata.get("omit_default") and value == f.default):
+            continue
+        out[f.name] = value
+    return out
 
 
 def _fail(message: str) -> None:
@@ -198,6 +216,14 @@ class TrainConfig:
                                     neutral=True)
     checkpoint_seconds: float = setting(0.0, "also checkpoint about every this many seconds, N steps apart with N "
                                              "from the measured step time (0: off)", kind="float0", neutral=True)
+    # Accelerator speed settings. Off by default: each changes results in the last bits (bf16 in more
+    # than the last bits); the test metrics are always computed in float32.
+    amp: str = setting("none", "autocast of the training step's forward passes: none or bf16 (GPU speed)",
+                       choices=AMP_DTYPES, omit_default=True)
+    channels_last: bool = setting(False, "channels-last memory format for the model and 4-D batches (GPU speed)",
+                                  kind="bool", omit_default=True)
+    cudnn_benchmark: bool = setting(False, "let cuDNN pick the fastest convolution algorithms (CUDA; results are "
+                                           "then not bit-for-bit repeatable)", kind="bool", omit_default=True)
 
     def validate(self) -> None:
         if self.eps is None:
@@ -237,6 +263,7 @@ class TrainConfig:
             _fail(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.attack_bn is not None:
             _check_choice("attack_bn", self.attack_bn, ATTACK_BN_MODES)
+        _check_choice("amp", self.amp, AMP_DTYPES)
         if self.augment is not None:
             _check_choice("augment", self.augment, AUGMENTATIONS)
         if self.carry_perturbation and self.attack != "fast":
@@ -260,7 +287,7 @@ class TrainConfig:
 
     def record(self) -> dict[str, Any]:
         """The settings that change results, as plain values (compared on resume)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("neutral")}
+        return recorded(self)
 
 
 @dataclass
@@ -282,8 +309,7 @@ class RunConfig:
     def record(self) -> dict[str, Any]:
         """The settings that change results (two runs with equal records compute the same)."""
         def own(config: Any) -> dict[str, Any]:
-            return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)
-                    if not f.metadata.get("neutral")}
+            return {name: _plain(value) for name, value in recorded(config).items()}
 
         return {"data": own(self.data), "model": own(self.model), "train": own(self.train)}
 

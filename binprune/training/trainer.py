@@ -14,6 +14,7 @@ and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -49,7 +50,8 @@ from .schedule import learning_rate
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["StepHook", "Trainer", "TrainerOptions", "TrainingDiverged"]
+__all__ = ["StepHook", "Trainer", "TrainerOptions", "TrainingDiverged", "autocast_context", "cudnn_benchmark",
+           "prefetch_to_device"]
 
 
 class TrainingDiverged(ValueError):
@@ -91,6 +93,57 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``amp`` (``"bf16"``) on ``device``; a no-op for ``"none"``.
+
+    Under bf16 autocast the convolutions and matrix products run in bfloat16 while the supermask's
+    scores, its top-k selection, the masked float32 weight and the straight-through gradient stay
+    in float32 (autocast casts the weight at the convolution, and its backward casts the gradient
+    back), so the mask is exactly the one float32 training would select from the same scores.
+    """
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp != "bf16":
+        raise ValueError(f"unknown amp {amp!r}: choose 'none' or 'bf16'")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Any:
+    """``torch.backends.cudnn.benchmark`` set for the duration of a run, then restored."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(enabled) or saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def prefetch_to_device(batches: Any, device: torch.device) -> Any:
+    """Yield ``(x, y, idx)`` with ``x`` and ``y`` on ``device``.
+
+    On CUDA the next batch is copied from pinned memory with ``non_blocking=True`` while the
+    current one is being trained on, so host-to-device copies overlap the computation; elsewhere
+    batches are moved one at a time (on the CPU this is the identity).
+    """
+    if device.type != "cuda":
+        for x, y, idx in batches:
+            yield x.to(device), y.to(device), idx
+        return
+
+    def send(batch: tuple) -> tuple:
+        x, y, idx = batch
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True), idx
+
+    pending = None
+    for batch in batches:
+        ready, pending = pending, send(batch)
+        if ready is not None:
+            yield ready
+    if pending is not None:
+        yield pending
 
 
 def _bar(total: int, desc: str, enabled: bool, initial: int = 0):
@@ -156,6 +209,8 @@ class Trainer:
         if self.world > 1 and self.config.carry_perturbation:
             raise ValueError("carry_perturbation keeps one buffer per process and is not supported with more than one process")
         self.ddp = None
+        if self.config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         if self.world > 1:
             if self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -293,14 +348,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
         try:
-            x_adv = self._adversarial_examples(x, y, idx, batch)
-            self.model.train()
-            forward = self.ddp if self.ddp is not None else self.model
-            loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
+            with autocast_context(self.device, cfg.amp):
+                x_adv = self._adversarial_examples(x, y, idx, batch)
+                self.model.train()
+                forward = self.ddp if self.ddp is not None else self.model
+                loss, logits_adv, clean_correct, clean_seen = self._loss(forward, x, x_adv, y, batch)
             loss_term = getattr(self.step_hook, "loss_term", None)
-            if loss_term is not None:  # a method's penalty inside the loss (ATMC's ADMM term)
+            if loss_term is not None:  # a method's penalty inside the loss (ATMC's ADMM term), in float32
                 loss = loss + loss_term(self.model)
         except (IndexError, RuntimeError) as exc:
             if "out of bounds" not in str(exc):
@@ -359,8 +417,9 @@ class Trainer:
         if self.rank == 0 and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.out_dir / "config.json", self.config_record())
-        while self.epoch < self.config.epochs:
-            self._run_epoch()
+        with cudnn_benchmark(self.config.cudnn_benchmark and self.device.type == "cuda"):
+            while self.epoch < self.config.epochs:
+                self._run_epoch()
         return self._finish()
 
     def _run_epoch(self) -> None:
@@ -370,7 +429,7 @@ class Trainer:
         batches = self.train_view.batches(self.per_rank_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
                                           rank=self.rank, world_size=self.world, drop_last=True,
                                           start_batch=self.next_batch, augment=self.augment)
-        for x, y, idx in batches:
+        for x, y, idx in prefetch_to_device(batches, self.device):
             if self.global_step >= self.total_steps:
                 break
             t_step = time.perf_counter()
