@@ -29,6 +29,7 @@ from torch import nn
 
 from ..adversary import (
     Attack,
+    default_alpha,
     CarriedFGSM,
     attack_bn_mode,
     configure_bn_mode,
@@ -246,8 +247,15 @@ class Trainer:
 
     def config_record(self) -> dict[str, Any]:
         """What the run's result depends on: the config, the caller's extras and the process count."""
-        return {**self.config.record(), **self.options.extra_config, "world_size": self.world,
-                "train_data": self.data_record}
+        record = {**self.config.record(), **self.options.extra_config, "world_size": self.world,
+                  "train_data": self.data_record}
+        # Defaults that changed between versions are recorded resolved, so that resuming a run made
+        # under the other default is refused instead of silently switching: the training attack's
+        # batch-norm mode (now "eval" for TRADES) and the carried attack's step (now 0.5 eps).
+        record["attack_bn"] = self.attack_bn
+        if self.config.carry_perturbation and record.get("alpha") is None:
+            record["alpha"] = default_alpha(self.config.attack, self.config.eps, self.config.attack_steps, carry=True)
+        return record
 
     def _state(self) -> dict[str, Any]:
         sums = [dict(self.sums)]
