@@ -262,3 +262,11 @@ def test_every_phase_of_every_method_has_valid_settings_under_each_cpu_preset(tm
                     cfg = runner.phase_config(phase)  # validated
                     if cfg.attack != "fast":
                         assert not cfg.carry_perturbation
+
+
+@pytest.mark.parametrize("method, options", [("Hydra", {"binary": False}), ("Sehwag2019", {})])
+def test_pruning_methods_refuse_an_unknown_trainer(method, options):
+    from binprune.methods import hydra
+
+    with pytest.raises(ValueError, match="trainer must be 'trades'"):
+        getattr(hydra, method)(trainer="fgsm", **options)

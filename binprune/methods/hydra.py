@@ -159,9 +159,25 @@ HYDRA_TRAIN_PGD = {"attack": "pgd", "weight_decay": 1e-4, "schedule": "cosine"}
 HYDRA_EPOCHS = (100.0, 20.0, 100.0)
 
 
+def _trainer_settings(trainer: str) -> dict:
+    """The training settings of HYDRA's ``adv`` trainer (TRADES) or of its PGD option."""
+    if trainer not in ("trades", "pgd"):
+        raise ValueError(f"HYDRA trainer must be 'trades' (its adv trainer) or 'pgd', got {trainer!r}")
+    return HYDRA_TRAIN if trainer == "trades" else HYDRA_TRAIN_PGD
+
+
+def _pruning_settings(method: "Hydra | Sehwag2019", ctx: MethodContext) -> tuple[str, dict, dict]:
+    """A pruning method's phase tag, its pruning keyword arguments and its training settings."""
+    exponent = ctx.config.p if method.p is None else method.p
+    tag = f"{allocation_tag(method.allocation, exponent)}-{method.trainer}"
+    kwargs = {"sparsity": ctx.config.sparsity, "allocation": method.allocation,
+              "p": 1.0 if method.allocation == "uniform" else exponent}
+    return tag, kwargs, _trainer_settings(method.trainer)
+
+
 def hydra_pretraining(ctx: MethodContext, *, trainer: str = "trades", of_epochs: float = sum(HYDRA_EPOCHS)) -> Phase:
     """HYDRA's dense pre-training (``--exp-mode pretrain``, lr 0.1) with its own trainer."""
-    train = HYDRA_TRAIN if trainer == "trades" else HYDRA_TRAIN_PGD
+    train = _trainer_settings(trainer)
     return Phase(f"hydra-pretrain-{trainer}", start=ctx.base_model, build=copy.deepcopy, lr=0.1, train=train,
                  epochs=HYDRA_EPOCHS[0], of_epochs=of_epochs)
 
@@ -189,17 +205,11 @@ class Hydra(Method):
                  **names: str | None):
         super().__init__(**names)
         _check_options(0.0, allocation, "finetune", binary)
-        if trainer not in ("trades", "pgd"):
-            raise ValueError(f"HYDRA trainer must be 'trades' (its adv trainer) or 'pgd', got {trainer!r}")
+        _trainer_settings(trainer)
         self.binary, self.allocation, self.p, self.trainer = bool(binary), allocation, p, trainer
 
     def phases(self, ctx: MethodContext) -> list[Phase]:
-        cfg = ctx.config
-        exponent = cfg.p if self.p is None else self.p
-        tag = f"{allocation_tag(self.allocation, exponent)}-{self.trainer}"
-        kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
-                  "p": 1.0 if self.allocation == "uniform" else exponent}
-        train = HYDRA_TRAIN if self.trainer == "trades" else HYDRA_TRAIN_PGD
+        tag, kwargs, train = _pruning_settings(self, ctx)
         total = sum(HYDRA_EPOCHS)
         pre = hydra_pretraining(ctx, trainer=self.trainer)
         prune = Phase(f"hydra-prune-{tag}", start=lambda: from_phase(ctx, pre),
@@ -234,15 +244,11 @@ class Sehwag2019(Method):
                  **names: str | None):
         super().__init__(**names)
         _check_options(0.0, allocation, "finetune", False)
+        _trainer_settings(trainer)
         self.allocation, self.p, self.trainer = allocation, p, trainer
 
     def phases(self, ctx: MethodContext) -> list[Phase]:
-        cfg = ctx.config
-        exponent = cfg.p if self.p is None else self.p
-        tag = f"{allocation_tag(self.allocation, exponent)}-{self.trainer}"
-        kwargs = {"sparsity": cfg.sparsity, "allocation": self.allocation,
-                  "p": 1.0 if self.allocation == "uniform" else exponent}
-        train = HYDRA_TRAIN if self.trainer == "trades" else HYDRA_TRAIN_PGD
+        tag, kwargs, train = _pruning_settings(self, ctx)
         total = 2 * HYDRA_EPOCHS[0]
         pre = hydra_pretraining(ctx, trainer=self.trainer, of_epochs=total)
         finetune = Phase(f"lwm-ft-{tag}", start=lambda: from_phase(ctx, pre),
