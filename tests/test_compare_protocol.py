@@ -61,8 +61,12 @@ def test_seed_summary_gives_mean_and_sample_spread():
 def test_parallel_workers_give_the_serial_results_and_seeds_are_summarized(tmp_path):
     config = dataclasses.replace(resolve_preset("tiny"), headline_methods=("binprune-p0.1",))
     methods = ["at-binary-small", "binprune-p0.1"]
+    lines = []
     serial = compare(dataclasses.replace(config, seeds=(1,)), tmp_path / "serial", methods=methods, progress=False,
-                     log=lambda line: None)
+                     log=lines.append)
+    started = [line.split("]")[1].split(":")[0].strip() for line in lines if line.startswith("[")]
+    assert started[:2] == ["binprune-p0.1", "at-binary-small"]  # the headline row runs first
+    assert [r["method"] for r in serial["rows"]] == methods  # the table keeps the given order
     compare(config, tmp_path / "parallel", methods=methods, progress=False, log=lambda line: None, workers=2)
     for name in methods:
         a, b = (json.loads((tmp_path / run / "methods" / f"{name}.json").read_text()) for run in ("serial", "parallel"))

@@ -745,7 +745,10 @@ def compare(
     overridden = {k: getattr(config, k) for k in _OVERRIDABLE if k in changes}
     runner = Runner(config, out, train_set, device=dev, progress=progress, log=log)
     methods_dir = out / "methods"
-    todo = [n for n in names if not (methods_dir / f"{n}.json").is_file()]
+    # Headline rows first: a comparison stopped part-way (they take hours on a CPU) then already
+    # holds the rows its conclusions rest on. The table keeps the preset's row order.
+    headline = set(config.headline_methods)
+    todo = sorted((n for n in names if not (methods_dir / f"{n}.json").is_file()), key=lambda n: n not in headline)
     if as_worker:
         _run_methods(todo, runner, x_eval, y_eval, methods_dir, None, lambda *_: None)
         return {}
