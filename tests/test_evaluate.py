@@ -269,6 +269,8 @@ def test_evaluate_takes_a_config_and_rejects_unknown_settings():
         evaluate(model, (x, y), eps=0.1, pgd_step=3, device="cpu", progress=False)
     with pytest.raises(ValueError, match="no attack budget: pass eps"):
         evaluate(model, (x, y), device="cpu", progress=False)
+    clean = evaluate(model, (x, y), attacks="clean", device="cpu", progress=False)  # no budget needed
+    assert clean.settings["eps"] is None and list(clean.accuracy) == ["clean"]
     with pytest.raises(ValueError, match=r"unknown sanity check setting\(s\) restart:"):
         sanity_checks(model, (x, y), 0.1, restart=2, device="cpu", progress=False)
 

@@ -79,16 +79,19 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig:
     from ..evaluation import STANDARD_EPS, check_attacks
 
     config = config_from_dict(EvalConfig, given_values(args, args.eval_names), where="eval options")
+    config.attacks = tuple(check_attacks(config.attacks))
+    clean_only = set(config.attacks) == {"clean"}
+    if config.eps is None and clean_only and not args.robustbench:
+        return config  # clean accuracy needs no attack budget (and the sanity checks are skipped)
     if config.eps is None:
         if (args.dataset, config.norm) not in STANDARD_EPS:
-            raise ValueError(f"no attack budget: pass --eps (e.g. 0.1 for Fashion-MNIST); {args.dataset} has no "
-                             "RobustBench standard")
+            raise ValueError(f"no attack budget: pass --eps (e.g. 0.1 for Fashion-MNIST; {args.dataset} has no "
+                             "RobustBench standard), or --attacks clean for clean accuracy only")
         config.eps = STANDARD_EPS[(args.dataset, config.norm)]
     if config.norm == "Linf":
         check_linf_eps(config.eps)
     if config.eps == 0 and not args.no_sanity_checks:
         raise ValueError("--eps 0 leaves nothing to attack: pass --eps > 0 (or --no-sanity-checks for a clean-only run)")
-    config.attacks = tuple(check_attacks(config.attacks))
     if args.robustbench and not args.model_name:
         raise ValueError("--robustbench needs --model-name (the leaderboard entry's name)")
     extra = set(config.attacks) - {"clean", "pgd", "autoattack"}
@@ -120,7 +123,7 @@ def _robustbench(args: argparse.Namespace, model: Any, config: EvalConfig, devic
 def _summary(report: Any, sanity: dict | None, entry_path: str | None) -> str:
     s = report.settings
     rows = [("examples", f"{report.n_examples} ({report.data.get('selection', '')})"),
-            ("threat model", f"{s['norm']} eps={s['eps']:.4g}"),
+            ("threat model", "none (clean accuracy only)" if s["eps"] is None else f"{s['norm']} eps={s['eps']:.4g}"),
             ("model", report.model.get("form", ""))]
     for name, acc in report.accuracy.items():
         label = name
@@ -187,7 +190,10 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(args.dataset, args.data_dir, split="test")
         report = evaluate(model, data, config, device=device, progress=progress)
     sanity = None
-    if not args.no_sanity_checks:
+    if config.eps is None:
+        print("sanity checks skipped: they attack the model, and a clean-only run has no attack budget (--eps)",
+              file=sys.stderr)
+    elif not args.no_sanity_checks:
         settings = given_values(args, args.sanity_names)
         settings["n_examples"] = min(settings.get("n_examples") or min(report.n_examples, 1000), report.n_examples)
         surrogate = None

@@ -37,11 +37,12 @@ def eval_config(config: EvalConfig | None = None, **settings: Any) -> EvalConfig
     """``config`` with ``settings`` applied, checked, and normalized (attack names as a tuple with
     ``"clean"`` first, ``eps`` a float, ``autoattack_options`` a dict or ``None``)."""
     cfg = with_settings(EvalConfig, config, settings, "evaluation")
-    if cfg.eps is None:
-        raise ValueError("no attack budget: pass eps (in pixel units, e.g. 8/255 for L-inf, 0.5 for L2)")
-    norm = check_norm(cfg.norm)
-    eps = check_eps(cfg.eps, user_linf=norm == "Linf")
     names = check_attacks(cfg.attacks)
+    norm = check_norm(cfg.norm)
+    if cfg.eps is None and set(names) != {"clean"}:  # clean accuracy alone needs no budget
+        raise ValueError("no attack budget: pass eps (in pixel units, e.g. 8/255 for L-inf, 0.5 for L2), or "
+                         "attacks=('clean',) for clean accuracy only")
+    eps = None if cfg.eps is None else check_eps(cfg.eps, user_linf=norm == "Linf")
     check_positive_int(cfg.batch_size, "batch_size")
     check_positive_int(cfg.pgd_steps, "pgd_steps")
     check_positive_int(cfg.pgd_restarts, "pgd_restarts")
