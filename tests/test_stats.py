@@ -162,3 +162,30 @@ def test_compare_table_without_any_flags_renders_n_a(tmp_path):
     assert table["statistics"]["n_tested"] == 0
     md = (tmp_path / "table.md").read_text()
     assert "Paired tests against binprune: n/a" in md and "| RST | s | binary |" in md
+
+
+def test_paired_verdicts_use_the_strongest_attack_and_name_the_winner(tmp_path):
+    from binprune.experiments.compare import write_table
+
+    n = 40
+    reference = {"pgd": [1] * 30 + [0] * 10, "autoattack": [1] * 20 + [0] * 20}
+    flags = {"binprune-p0.1": reference,
+             # much worse under PGD, tied under AutoAttack: the AutoAttack verdict is the one reported
+             "hydra-binary": {"pgd": [0] * 40, "autoattack": [1] * 19 + [0] * 21},
+             "at-fp": {"pgd": [1] * 40, "autoattack": [1] * 40},  # robust on 20 more images
+             "rst": {"pgd": [0] * 40}}  # no AutoAttack run: its PGD verdict
+    rows = [_row("binprune-p0.1", "binprune", {"clean": 0.9, "pgd": 0.75, "autoattack": 0.5}, n),
+            _row("hydra-binary", "HYDRA", {"clean": 0.8, "pgd": 0.0, "autoattack": 0.475}, n),
+            _row("at-fp", "AT", {"clean": 0.9, "pgd": 1.0, "autoattack": 1.0}, n),
+            _row("rst", "RST", {"clean": 0.1, "pgd": 0.0}, n)]
+    table = write_table(tmp_path, {"preset": "test", "notes": []}, rows, flags)
+    verdicts = {v["method"]: v for v in table["statistics"]["verdicts"]}
+    assert (verdicts["hydra-binary"]["attack"], verdicts["hydra-binary"]["outcome"]) == \
+           ("autoattack", "no significant difference")
+    assert (verdicts["at-fp"]["attack"], verdicts["at-fp"]["outcome"]) == ("autoattack", "method more robust")
+    assert verdicts["at-fp"]["accuracy_difference"] == pytest.approx(0.5)
+    assert (verdicts["rst"]["attack"], verdicts["rst"]["outcome"]) == ("pgd", "reference more robust")
+    md = (tmp_path / "table.md").read_text()
+    assert "- AT, AutoAttack: **AT** more robust (+50.0 points" in md
+    assert "- RST, PGD-20: **binprune** more robust (-75.0 points" in md
+    assert "- HYDRA, AutoAttack: no significant difference (-2.5 points" in md

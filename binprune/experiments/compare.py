@@ -464,6 +464,53 @@ def _statistics_notes(stats: Mapping[str, Any], rows: Sequence[dict]) -> list[st
         "methods/NAME.json, evaluation.attacks.<attack>.robust_flags."]
 
 
+def paired_verdicts(stats: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Per method, the paired test against the reference under the strongest attack both rows ran
+    (AutoAttack, else its APGD attacks, else PGD): which one is more robust, or that the table
+    cannot tell them apart. What a claim "A beats B" may cite."""
+    labels = {r["method"]: r["label"] for r in rows}
+    verdicts = []
+    for r in rows:
+        if r["method"] == stats.get("reference"):
+            continue
+        found = {c["attack"]: c for c in stats.get("comparisons", [])
+                 if c["method"] == r["method"] and c.get("p_holm") is not None}
+        attack = next((a for a in reversed(PAIRED_ATTACKS) if a in found), None)
+        if attack is None:
+            continue
+        c = found[attack]
+        if not c["significant"]:
+            outcome = "no significant difference"
+        elif c["accuracy_difference"] > 0:
+            outcome = "method more robust"
+        else:
+            outcome = "reference more robust"
+        verdicts.append({"method": r["method"], "label": labels[r["method"]], "attack": attack, "outcome": outcome,
+                         "accuracy_difference": c["accuracy_difference"], "p_holm": c["p_holm"],
+                         "method_only_robust": c["method_only_robust"],
+                         "reference_only_robust": c["reference_only_robust"]})
+    return verdicts
+
+
+def _verdict_markdown(stats: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
+    verdicts = paired_verdicts(stats, rows)
+    if not verdicts:
+        return []
+    reference = next(r["label"] for r in rows if r["method"] == stats["reference"])
+    lines = ["", f"Paired verdicts against {reference} (strongest attack both rows ran; Holm-corrected exact "
+             "McNemar; a difference without * in the table is not a finding):", ""]
+    for v in verdicts:
+        diff = f"{v['accuracy_difference']:+.1%}".replace("%", " points")
+        if v["outcome"] == "no significant difference":
+            text = f"no significant difference ({diff}, p = {_fmt(v['p_holm'], 'p')})"
+        else:
+            winner = v["label"] if v["outcome"] == "method more robust" else reference
+            text = f"**{winner}** more robust ({diff}, p = {_fmt(v['p_holm'], 'p')})"
+        lines.append(f"- {v['label']}, {ATTACK_LABELS[v['attack']]}: {text}; robust only under the row "
+                     f"{v['method_only_robust']}, only under the reference {v['reference_only_robust']} images")
+    return lines
+
+
 def _p_cell(stats: Mapping[str, Any], method: str, attacks: Sequence[str]) -> str:
     if method == stats.get("reference"):
         return "reference"
@@ -501,6 +548,7 @@ def _markdown(header: dict, rows: Sequence[dict], stats: Mapping[str, Any] | Non
                      f"{_fmt(r['stored_bytes'], 'int')} | {_fmt(r['train_seconds'], 's')} | "
                      f"{_p_cell(stats, r['method'], attacks)} |")
     notes = list(header.get("notes", [])) + (_statistics_notes(stats, rows) if stats else [])
+    lines += _verdict_markdown(stats, rows)
     lines += ["", "Notes:", ""] + [f"- {n}" for n in notes] + seed_markdown(header.get("seed_summary"))
     flagged = [(r["label"], w) for r in rows for w in r.get("autoattack_warnings", [])]
     if flagged:
@@ -540,6 +588,7 @@ def write_table(out_dir: str | os.PathLike, header: dict, rows: Sequence[Compari
     out = Path(out_dir)
     plain = [_with_intervals(r.to_dict() if isinstance(r, ComparisonRow) else dict(r), header) for r in rows]
     stats = table_statistics(plain, flags or {})
+    stats["verdicts"] = paired_verdicts(stats, plain)
     table = {**header, "rows": plain, "statistics": stats, "units": {
         "accuracy": "fraction of the evaluated examples, in [0, 1]",
         "interval95": "[low, high]: 95% Wilson score interval of the accuracy", "stored_bytes": "bytes",
