@@ -51,6 +51,9 @@ work() {
   for p in "${presets[@]}"; do
     extra=()
     [ "$p" = cifar10-cpu ] && extra=(--data-dir "$CIFAR10_DIR")
+    # the width sweep's x1 column is the fmnist-cpu network: its finished rows are copied, not re-run
+    [ "$p" = fmnist-width ] && [ -f "$OUT_ROOT/compare-fmnist-cpu/compare.json" ] && \
+      extra=(--reuse-from "$OUT_ROOT/compare-fmnist-cpu")
     echo "== $(date -u +%FT%TZ) $p -> $OUT_ROOT/compare-$p (workers $WORKERS)"
     "$PYTHON" -m binprune compare --preset "$p" --out "$OUT_ROOT/compare-$p" --workers "$WORKERS" --no-progress \
       "${extra[@]}" || { echo "== $(date -u +%FT%TZ) $p FAILED (exit $?): re-run to resume"; exit 1; }

@@ -90,3 +90,26 @@ def test_the_width_sweep_writes_its_table_and_plot(tmp_path):
     assert all(r["interval95"] is not None for r in table["rows"])
     assert (out / "widths.png").stat().st_size > 0 and "| binprune" in (out / "widths.md").read_text()
     assert (out / "width-x2" / "methods" / "binprune-p0.1.json").is_file()
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_reuse_copies_finished_rows_only_under_the_same_settings(tmp_path):
+    config = resolve_preset("tiny")
+    compare(config, tmp_path / "a", methods=["binprune-p0.1"], progress=False, log=lambda line: None)
+    lines = []
+    other = dataclasses.replace(config, name="another-name")  # names do not change numbers
+    compare(other, tmp_path / "b", methods=["binprune-p0.1"], progress=False, log=lines.append,
+            reuse_from=tmp_path / "a")
+    a, b = (json.loads((tmp_path / d / "methods" / "binprune-p0.1.json").read_text()) for d in "ab")
+    assert b.pop("reused_from").endswith("binprune-p0.1.json") and a == b
+    assert any("reused the finished result" in line for line in lines)
+    assert not (tmp_path / "b" / "phases").exists()  # nothing trained
+    lines.clear()
+    compare(dataclasses.replace(config, epochs=config.epochs + 1), tmp_path / "c", methods=["binprune-p0.1"],
+            progress=False, log=lines.append, reuse_from=tmp_path / "a")
+    assert any("nothing reused" in line and "epochs" in line for line in lines)
+    assert "reused_from" not in json.loads((tmp_path / "c" / "methods" / "binprune-p0.1.json").read_text())
+    with pytest.raises(ValueError, match="not a comparison folder"):
+        compare(config, tmp_path / "d", methods=["binprune-p0.1"], progress=False, log=lambda line: None,
+                reuse_from=tmp_path / "c" / "methods")

@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("shorter runs (recorded in the table; every method gets the same), parallel workers")
     names = add_config_flags(g, CompareConfig)
     g.add_argument("--eval-examples", dest="test_examples_deprecated", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--reuse-from", metavar="DIR",
+                   help="copy the finished methods of comparison folder DIR instead of re-running them, where DIR's "
+                        "settings give the same numbers (e.g. the width sweep's x1 column from the fmnist-cpu table)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(run=run, override_names=names)
 
@@ -47,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} exists and is not a folder")
     check_output_path(os.path.join(args.out, "table.json"))
+    if args.reuse_from is not None and not os.path.isfile(os.path.join(args.reuse_from, "compare.json")):
+        raise FileNotFoundError(f"--reuse-from {args.reuse_from}: no compare.json there (not a comparison folder)")
     overrides = given_values(args, args.override_names)
     workers = overrides.pop("workers", None)  # how to run, not what: not an override of the protocol
     if args.test_examples_deprecated is not None:
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.setdefault("test_examples", args.test_examples_deprecated)
     table = compare(args.preset, args.out, methods=args.methods, data_dir=args.data_dir, device=args.device,
                     overrides=overrides, progress=not args.no_progress, log=lambda line: print(line, flush=True),
-                    workers=workers)
+                    workers=workers, reuse_from=args.reuse_from)
     if "width_factors" in table:
         print(f"{len(table['rows'])} (method, width) result(s) in {os.path.join(args.out, 'widths.md')}, widths.png")
         return 0

@@ -691,6 +691,47 @@ def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[Compari
     return rows, pending, flags
 
 
+_REUSE_IGNORED = ("name", "headline_methods", "seeds", "width_factors")
+
+
+def reuse_results(source: str | os.PathLike, config: CompareConfig, names: Sequence[str], methods_dir: Path,
+                  log: Callable[[str], None]) -> list[str]:
+    """Copy into ``methods_dir`` the finished results of ``names`` held by comparison folder
+    ``source`` when they are the numbers this comparison would produce: every setting that changes
+    results equal (the preset's name, its headline list and extra seeds aside) and, per method,
+    the same evaluation attacks. Returns the methods reused; the copies record where they came from.
+
+    Why: the width sweep's x1 column is the fmnist-cpu table's network; training it twice costs
+    CPU-hours and gives the same files."""
+    source = Path(source)
+    settings = source / "compare.json"
+    if not settings.is_file():
+        raise ValueError(f"reuse: {source} holds no compare.json (not a comparison folder): pass a folder written "
+                         "by binprune compare")
+    saved = json.loads(settings.read_text()).get("protocol", {})
+    saved = {_LEGACY_PROTOCOL_KEYS.get(k, k): v for k, v in saved.items()}
+    ours = config.protocol()
+    differing = [k for k in sorted(set(ours) | set(saved)) if k not in _REUSE_IGNORED and ours.get(k) != saved.get(k)]
+    if differing:
+        log(f"nothing reused from {source}: its settings differ ({', '.join(differing[:6])})")
+        return []
+    theirs = dataclasses.replace(config, headline_methods=tuple(saved.get("headline_methods", ())))
+    reused = []
+    for name in names:
+        path = source / "methods" / f"{name}.json"
+        if not path.is_file():
+            continue
+        if evaluation_attacks(theirs, name) != evaluation_attacks(config, name):
+            log(f"{name}: not reused from {source}: evaluated there with other attacks")
+            continue
+        record = json.loads(path.read_text())
+        record["reused_from"] = str(path)
+        write_json(methods_dir / f"{name}.json", record)
+        reused.append(name)
+        log(f"{name}: reused the finished result of {path} (same settings)")
+    return reused
+
+
 def _measure(name: str, method: Method, outcome: Outcome, report: EvalReport, eval_seconds: float) -> ComparisonRow:
     nonzero, total = weight_counts(outcome.model)
     return ComparisonRow(
@@ -749,6 +790,7 @@ def compare(
     log: Callable[[str], None] = print,
     workers: int | None = None,
     as_worker: bool = False,
+    reuse_from: str | os.PathLike | None = None,
 ) -> dict:
     """Train and evaluate ``methods`` (default: the preset's) under ``preset``; write the table.
 
@@ -768,6 +810,9 @@ def compare(
             preset's ``workers``, 1); the result files are those of a serial run on one thread
             (:mod:`binprune.experiments.parallel`).
         as_worker: run the methods only (no table, no extra seeds): how parallel workers call it.
+        reuse_from: another comparison folder whose finished methods are copied instead of re-run
+            where they are this comparison's numbers (:func:`reuse_results`); the width sweep passes
+            it to every width.
 
     A preset with ``width_factors`` runs every method at each width (:func:`width_sweep`) and
     returns the width table; one with ``seeds`` trains the headline rows with those seeds too and
@@ -784,7 +829,8 @@ def compare(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    arguments = {"data_dir": data_dir, "device": device, "progress": progress, "log": log, "workers": config.workers}
+    arguments = {"data_dir": data_dir, "device": device, "progress": progress, "log": log, "workers": config.workers,
+                 "reuse_from": reuse_from}
     if config.width_factors:
         return width_sweep(config, out, names, compare, arguments, log)
     dev = resolve_device(device)
@@ -801,6 +847,9 @@ def compare(
     if as_worker:
         _run_methods(todo, runner, x_eval, y_eval, methods_dir, None, lambda *_: None)
         return {}
+    if reuse_from is not None and todo:
+        reused = reuse_results(reuse_from, config, todo, methods_dir, log)
+        todo = [n for n in todo if n not in reused]
     write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
     started = time.perf_counter()
     header = _header(config, runner, [get_method(n) for n in names], data_info, overridden, dev)
