@@ -3,13 +3,20 @@
 # the background, one preset after the other, each resuming method by method (and phase by phase)
 # where an earlier run stopped. Re-running the script after a kill or a reboot continues the work.
 #
-#   scripts/regenerate_tables.sh [start|status|stop] [PRESETS...]
+#   scripts/regenerate_tables.sh [start|status|stop|publish] [PRESETS...]
+#
+#   publish: copy each preset's folder, without checkpoints, into the repository: a finished one to
+#            PUBLISH_ROOT/compare-PRESET (replacing the old table), an unfinished one's finished
+#            methods to PUBLISH_ROOT/in-progress/compare-PRESET. `start` on a machine without
+#            OUT_ROOT/compare-PRESET resumes from that in-progress copy (finished methods are kept;
+#            unfinished ones restart from their first phase).
 #
 #   PRESETS: any of fmnist-cpu cifar10-cpu fmnist-width (default: all three, in that order)
 #   WORKERS=2        parallel method processes per comparison (one thread each; same numbers as 1)
 #   OUT_ROOT=runs/tables   where the comparison folders go (one per preset: compare-PRESET)
 #   CIFAR10_DIR=../shared/data/cifar10-jpeg   the CIFAR-10 folder (train/ and test/)
 #   PYTHON=python    the interpreter with binprune installed (PYTHONPATH is set to this checkout)
+#   PUBLISH_ROOT=benchmarks/results   where publish copies to
 #
 # Progress: OUT_ROOT/regenerate.log (and each folder's table.md, rewritten after every method).
 # Publishing a finished folder: see docs/EVALUATION.md, "Regenerating the tables".
@@ -20,6 +27,7 @@ PYTHON=${PYTHON:-python}
 WORKERS=${WORKERS:-1}
 OUT_ROOT=${OUT_ROOT:-runs/tables}
 CIFAR10_DIR=${CIFAR10_DIR:-../shared/data/cifar10-jpeg}
+PUBLISH_ROOT=${PUBLISH_ROOT:-benchmarks/results}
 PIDFILE="$OUT_ROOT/regenerate.pid"
 LOG="$OUT_ROOT/regenerate.log"
 action=${1:-start}
@@ -30,6 +38,40 @@ mkdir -p "$OUT_ROOT"
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+# finished: the width table is written, or the table was rewritten at the very end of `compare`
+# (after its extra seeds) with no method pending
+finished() {
+  [ -f "$1/widths.json" ] && return 0
+  [ -f "$1/table.json" ] || return 1
+  "$PYTHON" -c 'import json, sys; t = json.load(open(sys.argv[1]))
+sys.exit(0 if "run_seconds_this_invocation" in t and not t.get("pending_methods") else 1)' "$1/table.json"
+}
+
+# copy folder $1 to $2 (replaced) without checkpoints and locks; $3=partial also leaves out the
+# phase folders (a phase without its checkpoint cannot be resumed)
+copy_results() {
+  local excludes=(--exclude='*.pt' --exclude='.*.lock' --exclude='binprune.lock' --exclude='curves.png')
+  [ "${3:-}" = partial ] && excludes+=(--exclude='phases')
+  rm -rf "$2.tmp" && mkdir -p "$2.tmp"
+  tar -C "$1" "${excludes[@]}" -cf - . | tar -C "$2.tmp" -xf -
+  rm -rf "$2" && mv "$2.tmp" "$2"
+}
+
+publish() {
+  for p in "${presets[@]}"; do
+    local src="$OUT_ROOT/compare-$p"
+    if [ ! -d "$src" ]; then echo "$p: no $src, nothing to publish"; continue; fi
+    if finished "$src"; then
+      copy_results "$src" "$PUBLISH_ROOT/compare-$p"
+      rm -rf "$PUBLISH_ROOT/in-progress/compare-$p"
+      echo "$p: finished, published to $PUBLISH_ROOT/compare-$p"
+    else
+      copy_results "$src" "$PUBLISH_ROOT/in-progress/compare-$p" partial
+      echo "$p: not finished, its finished methods published to $PUBLISH_ROOT/in-progress/compare-$p"
+    fi
+  done
+}
+
 case "$action" in
   status)
     if running; then echo "running (pid $(cat "$PIDFILE")); log: $LOG"; else echo "not running"; fi
@@ -38,12 +80,20 @@ case "$action" in
   stop)
     if running; then kill -- "-$(cat "$PIDFILE")" 2>/dev/null || kill "$(cat "$PIDFILE")"; echo "stopped"; else echo "not running"; fi
     exit 0 ;;
+  publish) ;;
   start) ;;
-  *) echo "usage: $0 [start|status|stop] [fmnist-cpu|cifar10-cpu|fmnist-width ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|status|stop|publish] [fmnist-cpu|cifar10-cpu|fmnist-width ...]" >&2; exit 2 ;;
 esac
-if running; then echo "already running (pid $(cat "$PIDFILE")); $0 status" >&2; exit 1; fi
 for p in "${presets[@]}"; do
   case "$p" in fmnist-cpu|cifar10-cpu|fmnist-width) ;; *) echo "unknown preset $p" >&2; exit 2 ;; esac
+done
+if [ "$action" = publish ]; then publish; exit 0; fi  # also while running: finished methods are final
+if running; then echo "already running (pid $(cat "$PIDFILE")); $0 status" >&2; exit 1; fi
+for p in "${presets[@]}"; do
+  if [ ! -e "$OUT_ROOT/compare-$p" ] && [ -d "$PUBLISH_ROOT/in-progress/compare-$p" ]; then
+    copy_results "$PUBLISH_ROOT/in-progress/compare-$p" "$OUT_ROOT/compare-$p"
+    echo "== $p: resuming from the published partial results in $PUBLISH_ROOT/in-progress/compare-$p" | tee -a "$LOG"
+  fi
 done
 
 work() {
