@@ -105,6 +105,10 @@ class Attack:
     def get_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
+    def _copies(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Detached copies on the attack's device: the attack never writes into the caller's tensors."""
+        return tuple(t.clone().detach().to(self.device) for t in tensors)
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
         raise NotImplementedError
 
@@ -168,8 +172,7 @@ class LinfPGD(Attack):
         self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self._copies(images, labels)
         adv = images.clone().detach()
         if self.random_start:
             adv = torch.clamp(adv + torch.empty_like(adv).uniform_(-self.eps, self.eps), min=0, max=1).detach()
@@ -206,8 +209,7 @@ class L2PGD(Attack):
         self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self._copies(images, labels)
         n = len(images)
         adv = images.clone().detach()
         if self.random_start:
@@ -248,7 +250,7 @@ class TradesPGD(Attack):
         self.eps, self.alpha, self.steps = eps, alpha, steps
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
+        (images,) = self._copies(images)
         target = F.softmax(self.get_logits(images).detach(), dim=1)
         adv = torch.clamp(images + 0.001 * torch.randn_like(images), min=0, max=1).detach()
         for _ in range(self.steps):
@@ -280,8 +282,7 @@ class FastFGSM(Attack):
         self.eps, self.alpha = eps, alpha
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *args) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self._copies(images, labels)
         # A normal draw that the uniform one overwrites: the random stream of torchattacks' FFGSM,
         # so runs match those made with it.
         start = torch.randn_like(images).uniform_(-self.eps, self.eps)
@@ -351,8 +352,7 @@ class CarriedFGSM(Attack):
         if (crops is None) != (self.padding == 0):
             raise ValueError("the carried fast attack needs the batch's crops (offsets, flips) exactly when it was "
                              f"built with padding > 0 (padding {self.padding}, crops {'given' if crops else 'missing'})")
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self._copies(images, labels)
         rows = indices.cpu()
         stored = self.codes[rows]
         frame = crop_flip(stored, *crops, padded=True) if crops is not None else stored
