@@ -56,7 +56,7 @@ import binprune  # noqa: E402
 from binprune import load_model  # noqa: E402
 from binprune.deploy import DEFAULT_RULE, SparseRule, compact, count_macs, load_sparse_kernels, sparsify  # noqa: E402
 from binprune.deploy import sparse_kernels_status, sparse_plan  # noqa: E402
-from binprune.deploy.sparse import ALWAYS_SPARSE, LayerShape  # noqa: E402
+from binprune.deploy.sparse import ALWAYS_SPARSE, LayerShape, sparse_layer_inputs  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
 NETWORKS = {  # name: (create_model arguments, input shape)
@@ -131,30 +131,14 @@ def latency_table(models: dict[str, nn.Module], shape: tuple[int, ...], args: ar
     return out
 
 
-def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input each sparse layer receives on ``x`` (forward pre-hooks)."""
-    found: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, inp, name=name: found.__setitem__(name, inp[0].detach()))
-               for name, m in model.named_modules() if hasattr(m, "run_sparse")]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return found
-
-
 def layer_rows(model: nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per sparse layer and batch size: dense and sparse kernel on the layer's real input."""
     rows = []
-    modules = dict(model.named_modules())
     gen = torch.Generator().manual_seed(2)
     for batch in args.batch_sizes:
         x = torch.rand(batch, *shape, generator=gen)
         plan = {r["name"]: r for r in sparse_plan(model, x)}
-        for name, inp in layer_inputs(model, x).items():
-            m = modules[name]
+        for name, (m, inp) in sparse_layer_inputs(model, x).items():
             repeats = args.layer_repeats if batch > 1 else 5 * args.layer_repeats
             timed = time_models({"dense": m.run_dense, "sparse": m.run_sparse}, inp, 1, repeats)
             with torch.inference_mode():

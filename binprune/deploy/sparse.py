@@ -28,7 +28,7 @@ from .kernels import load_sparse_kernels, sparse_kernels_status
 
 __all__ = [
     "SparseRule", "DEFAULT_RULE", "ALWAYS_SPARSE", "LayerShape", "SparseConv1d", "SparseConv2d", "SparseLinear",
-    "sparsify", "densify", "sparse_plan", "SPARSE_LAYERS",
+    "sparsify", "densify", "sparse_plan", "sparse_layer_inputs", "SPARSE_LAYERS",
 ]
 
 
@@ -371,30 +371,31 @@ def densify(model: nn.Module) -> nn.Module:
     return model
 
 
-def sparse_plan(model: nn.Module, example_input: torch.Tensor) -> list[dict[str, Any]]:
-    """Per sparse layer of ``model``, for ``example_input``: shape, kept weights, density, the
-    rule's predictions and its choice (one forward pass with hooks)."""
-    rows: list[dict[str, Any]] = []
-    names = {id(m): n for n, m in model.named_modules()}
-    handles = []
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0]
-        n, h, w = module.geometry(x)
-        ls = module.layer_shape
-        rows.append({"name": names.get(id(module), type(module).__name__), "type": type(module).__name__,
-                     "input_shape": list(x.shape), "kept": ls.kept, "weights": ls.weights, "density": ls.density,
-                     **ls.work(n, h, w), "predicted_ratio": module.rule.predict(ls, n, h, w),
-                     "sparse": module.rule.use_sparse(ls, n, h, w)})
-
-    for m in model.modules():
-        if isinstance(m, _SparseKernel):
-            handles.append(m.register_forward_pre_hook(hook))
+def sparse_layer_inputs(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    """``{name: (layer, its input)}`` for every sparse-kernel layer of ``model`` on
+    ``example_input`` (one forward pass with pre-hooks): what plans and benchmarks are made from."""
+    found: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+    handles = [m.register_forward_pre_hook(lambda mod, inputs, name=name: found.__setitem__(name, (mod, inputs[0].detach())))
+               for name, m in model.named_modules() if isinstance(m, _SparseKernel)]
     try:
         with torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
+    return found
+
+
+def sparse_plan(model: nn.Module, example_input: torch.Tensor) -> list[dict[str, Any]]:
+    """Per sparse layer of ``model``, for ``example_input``: shape, kept weights, density, the
+    rule's predictions and its choice (one forward pass with hooks)."""
+    rows: list[dict[str, Any]] = []
+    for name, (module, x) in sparse_layer_inputs(model, example_input).items():
+        n, h, w = module.geometry(x)
+        ls = module.layer_shape
+        rows.append({"name": name, "type": type(module).__name__,
+                     "input_shape": list(x.shape), "kept": ls.kept, "weights": ls.weights, "density": ls.density,
+                     **ls.work(n, h, w), "predicted_ratio": module.rule.predict(ls, n, h, w),
+                     "sparse": module.rule.use_sparse(ls, n, h, w)})
     return rows
 
