@@ -6,6 +6,10 @@ full precision, same data, attack, epochs and evaluation), one after the other o
 and writes both metrics with their wall-clock times to ``benchmarks/results/quickstart.json``.
 
     python benchmarks/quickstart.py [--out-dir runs/quickstart-bench] [--skip-dense] [--resume]
+                                    [--train-args "--epochs 6 --channels-last"]
+
+``--train-args`` are passed to both ``binprune train`` runs (a variant of the preset, recorded
+in each run's ``command_options``).
 
 ``--resume`` continues an interrupted benchmark: a run whose folder holds ``metrics.json`` is
 read back, one with only ``last.pt`` resumes from it (its ``seconds`` then add up the parts,
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,7 +70,9 @@ def main() -> None:
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted benchmark (see above)")
     parser.add_argument("--out", default=str(RESULTS / "quickstart.json"))
+    parser.add_argument("--train-args", default="", help="options for both `binprune train` runs, e.g. '--epochs 6'")
     args = parser.parse_args()
+    train_args = shlex.split(args.train_args)
     base = Path(args.out_dir)
     earlier = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else {}
     result = {
@@ -73,12 +80,13 @@ def main() -> None:
         "units": {"accuracy": "fraction in [0, 1]", "seconds": "s"},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},
-        "supermask": run(base / "supermask", resume=args.resume, previous=earlier.get("supermask")),
+        "supermask": run(base / "supermask", *train_args, resume=args.resume, previous=earlier.get("supermask")),
         "complete": args.skip_dense,
     }
     write_json(args.out, result)  # the supermask's figures survive an interrupted dense run
     if not args.skip_dense:
-        result["dense_fp"] = run(base / "dense", "--dense", resume=args.resume, previous=earlier.get("dense_fp"))
+        result["dense_fp"] = run(base / "dense", "--dense", *train_args, resume=args.resume,
+                                 previous=earlier.get("dense_fp"))
         result["complete"] = True
         write_json(args.out, result)
     print(json.dumps(result, indent=2))
