@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -110,6 +111,12 @@ def test_reuse_copies_finished_rows_only_under_the_same_settings(tmp_path):
             progress=False, log=lines.append, reuse_from=tmp_path / "a")
     assert any("nothing reused" in line and "epochs" in line for line in lines)
     assert "reused_from" not in json.loads((tmp_path / "c" / "methods" / "binprune-p0.1.json").read_text())
+    lines.clear()
+    a_data = json.loads((tmp_path / "a" / "table.json").read_text())["data"]["data_dir"]
+    shutil.copytree(a_data, tmp_path / "elsewhere")  # the same files in another folder: not known to be the same
+    compare(config, tmp_path / "e", methods=["binprune-p0.1"], progress=False, log=lines.append,
+            reuse_from=tmp_path / "a", data_dir=str(tmp_path / "elsewhere"))
+    assert any("nothing reused" in line and "data" in line for line in lines)
     with pytest.raises(ValueError, match="not a comparison folder"):
         compare(config, tmp_path / "d", methods=["binprune-p0.1"], progress=False, log=lambda line: None,
                 reuse_from=tmp_path / "c" / "methods")

@@ -694,12 +694,13 @@ def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[Compari
 _REUSE_IGNORED = ("name", "headline_methods", "seeds", "width_factors")
 
 
-def reuse_results(source: str | os.PathLike, config: CompareConfig, names: Sequence[str], methods_dir: Path,
-                  log: Callable[[str], None]) -> list[str]:
+def reuse_results(source: str | os.PathLike, config: CompareConfig, data_info: Mapping[str, Any],
+                  names: Sequence[str], methods_dir: Path, log: Callable[[str], None]) -> list[str]:
     """Copy into ``methods_dir`` the finished results of ``names`` held by comparison folder
     ``source`` when they are the numbers this comparison would produce: every setting that changes
-    results equal (the preset's name, its headline list and extra seeds aside) and, per method,
-    the same evaluation attacks. Returns the methods reused; the copies record where they came from.
+    results equal (the preset's name, its headline list and extra seeds aside), the same data
+    (``data_info``: folder, selections, class counts) and, per method, the same evaluation attacks.
+    Returns the methods reused; the copies record where they came from.
 
     Why: the width sweep's x1 column is the fmnist-cpu table's network; training it twice costs
     CPU-hours and gives the same files."""
@@ -712,6 +713,10 @@ def reuse_results(source: str | os.PathLike, config: CompareConfig, names: Seque
     saved = {_LEGACY_PROTOCOL_KEYS.get(k, k): v for k, v in saved.items()}
     ours = config.protocol()
     differing = [k for k in sorted(set(ours) | set(saved)) if k not in _REUSE_IGNORED and ours.get(k) != saved.get(k)]
+    table = source / "table.json"
+    if not differing and (not table.is_file() or json.loads(table.read_text()).get("data") != json.loads(
+            json.dumps(dict(data_info), default=str))):
+        differing = ["data (its folder or the examples selected)"]
     if differing:
         log(f"nothing reused from {source}: its settings differ ({', '.join(differing[:6])})")
         return []
@@ -848,7 +853,7 @@ def compare(
         _run_methods(todo, runner, x_eval, y_eval, methods_dir, None, lambda *_: None)
         return {}
     if reuse_from is not None and todo:
-        reused = reuse_results(reuse_from, config, todo, methods_dir, log)
+        reused = reuse_results(reuse_from, config, data_info, todo, methods_dir, log)
         todo = [n for n in todo if n not in reused]
     write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
     started = time.perf_counter()
