@@ -429,10 +429,13 @@ class CompareConfig:
                                    kind="list", cli=False, default_factory=tuple)
     workers: int = setting(1, "methods run in parallel processes (one thread each; results as a serial run)",
                            kind="int+", neutral=True)
+    standard_autoattack: bool | None = setting(None, "False: no row gets AutoAttack standard, every row AutoAttack's "
+                                                     "APGD-CE + APGD-T (how the extra seeds' runs are evaluated); "
+                                                     "default: the headline rows get it", kind="bool", cli=False)
 
     #: Fields added after result folders were written: left out of :meth:`protocol` at their
     #: default, so those folders still resume.
-    _LATER_FIELDS = ("headline_methods", "seeds", "data_seed", "width_factors")
+    _LATER_FIELDS = ("headline_methods", "seeds", "data_seed", "width_factors", "standard_autoattack")
 
     @property
     def effective_data_seed(self) -> int:

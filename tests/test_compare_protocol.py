@@ -75,7 +75,12 @@ def test_parallel_workers_give_the_serial_results_and_seeds_are_summarized(tmp_p
         assert {k: v["robust_flags"] for k, v in a["evaluation"]["attacks"].items()} == \
                {k: v["robust_flags"] for k, v in b["evaluation"]["attacks"].items()}
     summary = serial["seed_summary"]["methods"]
-    assert list(summary) == ["binprune-p0.1"] and summary["binprune-p0.1"]["accuracy"]["autoattack"]["seeds"] == [0, 1]
+    assert list(summary) == ["binprune-p0.1"]
+    # the extra seed runs the APGD pair, not AutoAttack standard (the main seed runs both)
+    assert summary["binprune-p0.1"]["accuracy"]["autoattack-apgd"]["seeds"] == [0, 1]
+    assert summary["binprune-p0.1"]["accuracy"]["autoattack"]["seeds"] == [0]
+    seed_table = (tmp_path / "serial" / "table.md").read_text().split("Training seeds")[1]
+    assert "APGD-CE + APGD-T" in seed_table.splitlines()[2] and "AutoAttack |" not in seed_table.splitlines()[2]
     assert (tmp_path / "serial" / "seeds" / "seed-1" / "methods" / "binprune-p0.1.json").is_file()
     assert "autoattack" not in serial["rows"][0]["accuracy"] and "autoattack" in serial["rows"][1]["accuracy"]
 

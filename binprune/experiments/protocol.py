@@ -26,6 +26,8 @@ ATTACK_LABELS = {"clean": "clean", "pgd": "PGD-20", "autoattack-apgd": "APGD-CE 
 
 def evaluation_attacks(config: CompareConfig, method: str) -> tuple[str, ...]:
     """The attacks method ``method``'s model is evaluated with under ``config``."""
+    if config.standard_autoattack is False:
+        return ("clean", "pgd", "autoattack-apgd")
     if not config.headline_methods:
         return ("clean", "pgd", "autoattack")
     if method in config.headline_methods:
@@ -81,7 +83,12 @@ def seed_markdown(summary: Mapping[str, Any] | None) -> list[str]:
     """The table.md section of :func:`seed_summary` (empty without one)."""
     if not summary or not summary.get("methods"):
         return []
-    attacks = [a for a in ATTACK_LABELS if any(a in m["accuracy"] for m in summary["methods"].values())]
+    # only the attacks every seed ran (the extra seeds skip AutoAttack standard: see seed_runs)
+    every = len(summary["seeds"])
+    attacks = [a for a in ATTACK_LABELS if all(len(m["accuracy"].get(a, {}).get("seeds", ())) == every
+                                               for m in summary["methods"].values())]
+    if not attacks:
+        return []
     lines = ["", f"Training seeds {', '.join(map(str, summary['seeds']))} (headline rows): mean ± sample standard "
              "deviation [min-max]. The paired test above, on the first seed, alone decides significance.", "",
              "| method | seeds | " + " | ".join(ATTACK_LABELS[a] for a in attacks) + " |",
