@@ -76,7 +76,8 @@ def main() -> None:
     base = Path(args.out_dir)
     earlier = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else {}
     result = {
-        "description": "binprune train --preset quickstart, and the same with --dense (full-precision AT)",
+        "description": "binprune train --preset quickstart" + (f" {args.train_args}" if train_args else "")
+                       + ("" if args.skip_dense else ", and the same with --dense (full-precision AT)"),
         "units": {"accuracy": "fraction in [0, 1]", "seconds": "s"},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads()},
