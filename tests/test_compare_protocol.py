@@ -10,6 +10,7 @@ from binprune.cli import main
 from binprune.config import CompareConfig
 from binprune.experiments.compare import compare, resolve_preset, table_statistics
 from binprune.experiments.protocol import evaluation_attacks, seed_markdown, seed_summary, table_attacks
+from binprune.experiments.sweeps import scaled_widths
 from tests.conftest import requires_fashion_mnist
 
 
@@ -125,3 +126,17 @@ def test_reuse_copies_finished_rows_only_under_the_same_settings(tmp_path):
     with pytest.raises(ValueError, match="not a comparison folder"):
         compare(config, tmp_path / "d", methods=["binprune-p0.1"], progress=False, log=lambda line: None,
                 reuse_from=tmp_path / "c" / "methods")
+
+
+def test_the_width_sweeps_1x_column_can_reuse_the_fmnist_table():
+    """scripts/regenerate_tables.sh passes --reuse-from compare-fmnist-cpu to the width sweep: its
+    1x column must have fmnist-cpu's result-changing settings, or it would be trained again."""
+    from binprune.experiments.compare import _REUSE_IGNORED
+
+    fmnist, width = resolve_preset("fmnist-cpu"), resolve_preset("fmnist-width")
+    assert 1 in width.width_factors
+    one = dataclasses.replace(width, arch_kwargs={**width.arch_kwargs, "widths": scaled_widths(width, 1)},
+                              width_factors=())
+    ours, theirs = one.protocol(), fmnist.protocol()
+    assert {k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)} <= set(_REUSE_IGNORED)
+    assert all(evaluation_attacks(one, m) == evaluation_attacks(fmnist, m) for m in width.methods)
