@@ -737,6 +737,25 @@ def reuse_results(source: str | os.PathLike, config: CompareConfig, data_info: M
     return reused
 
 
+def _pending(names: Sequence[str], config: CompareConfig, methods_dir: Path) -> list[str]:
+    """The methods without a result file, headline rows first: a comparison stopped part-way (they
+    take hours on a CPU) then already holds the rows its conclusions rest on. The table keeps the
+    given row order."""
+    headline = set(config.headline_methods)
+    return sorted((n for n in names if not (methods_dir / f"{n}.json").is_file()), key=lambda n: n not in headline)
+
+
+def _skip_finished(names: Sequence[str], todo: Sequence[str], config: CompareConfig, data_info: Mapping[str, Any],
+                   methods_dir: Path, reuse_from: str | os.PathLike | None, log: Callable[[str], None]) -> list[str]:
+    """``todo`` less the methods copied from ``reuse_from`` (:func:`reuse_results`); logs the
+    methods finished earlier."""
+    reused = reuse_results(reuse_from, config, data_info, todo, methods_dir, log) if reuse_from and todo else []
+    for name in names:
+        if name not in todo:
+            log(f"{name}: finished earlier, skipped")
+    return [n for n in todo if n not in reused]
+
+
 def _measure(name: str, method: Method, outcome: Outcome, report: EvalReport, eval_seconds: float) -> ComparisonRow:
     nonzero, total = weight_counts(outcome.model)
     return ComparisonRow(
@@ -803,8 +822,7 @@ def compare(
         preset: a name from :func:`list_presets` or a :class:`binprune.config.CompareConfig`.
         out_dir: the comparison folder; re-running with the same folder skips finished methods
             and resumes unfinished phases (the settings must be the same).
-        methods: names from :func:`binprune.methods.list_methods` (a user's registered methods
-            included).
+        methods: names from :func:`binprune.methods.list_methods` (a user's registered ones too).
         data_dir: dataset folder (default: the preset's ``data_dir``; CIFAR-10 has no default).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         overrides: ``{"epochs", "train_examples", "test_examples"}`` replacing the preset's values
@@ -815,16 +833,14 @@ def compare(
             preset's ``workers``, 1); the result files are those of a serial run on one thread
             (:mod:`binprune.experiments.parallel`).
         as_worker: run the methods only (no table, no extra seeds): how parallel workers call it.
-        reuse_from: another comparison folder whose finished methods are copied instead of re-run
-            where they are this comparison's numbers (:func:`reuse_results`); the width sweep passes
-            it to every width.
+        reuse_from: a comparison folder whose finished methods are copied where they are this
+            comparison's numbers (:func:`reuse_results`; a width sweep passes it to every width).
 
     A preset with ``width_factors`` runs every method at each width (:func:`width_sweep`) and
     returns the width table; one with ``seeds`` trains the headline rows with those seeds too and
     adds their mean and spread to the table (``seed_summary``).
 
-    Returns:
-        The table (the content of ``table.json``).
+    Returns: the table (the content of ``table.json``).
     """
     changes = _normalize_overrides(overrides)
     config = resolve_preset(preset, changes)
@@ -845,16 +861,11 @@ def compare(
     overridden = {k: getattr(config, k) for k in _OVERRIDABLE if k in changes}
     runner = Runner(config, out, train_set, device=dev, progress=progress, log=log)
     methods_dir = out / "methods"
-    # Headline rows first: a comparison stopped part-way (they take hours on a CPU) then already
-    # holds the rows its conclusions rest on. The table keeps the preset's row order.
-    headline = set(config.headline_methods)
-    todo = sorted((n for n in names if not (methods_dir / f"{n}.json").is_file()), key=lambda n: n not in headline)
+    todo = _pending(names, config, methods_dir)
     if as_worker:
         _run_methods(todo, runner, x_eval, y_eval, methods_dir, None, lambda *_: None)
         return {}
-    if reuse_from is not None and todo:
-        reused = reuse_results(reuse_from, config, data_info, todo, methods_dir, log)
-        todo = [n for n in todo if n not in reused]
+    todo = _skip_finished(names, todo, config, data_info, methods_dir, reuse_from, log)
     write_json(settings_path, {"preset": config.name, "protocol": config.protocol(), "overrides": overridden})
     started = time.perf_counter()
     header = _header(config, runner, [get_method(n) for n in names], data_info, overridden, dev)
@@ -863,9 +874,6 @@ def compare(
         rows, pending, flags = _collect_rows(names, methods_dir)
         return write_table(out, {**header, "pending_methods": pending}, rows, flags)
 
-    for name in names:
-        if name not in todo:
-            log(f"{name}: finished earlier, skipped")
     _run_methods(todo, runner, x_eval, y_eval, methods_dir,
                  {"preset": config, "out_dir": str(out), "data_dir": data_dir, "device": device}, rewrite_table)
     if config.seeds:
