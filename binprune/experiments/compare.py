@@ -468,7 +468,6 @@ def paired_verdicts(stats: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
     """Per method, the paired test against the reference under the strongest attack both rows ran
     (AutoAttack, else its APGD attacks, else PGD): which one is more robust, or that the table
     cannot tell them apart. What a claim "A beats B" may cite."""
-    labels = {r["method"]: r["label"] for r in rows}
     verdicts = []
     for r in rows:
         if r["method"] == stats.get("reference"):
@@ -485,7 +484,7 @@ def paired_verdicts(stats: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
             outcome = "method more robust"
         else:
             outcome = "reference more robust"
-        verdicts.append({"method": r["method"], "label": labels[r["method"]], "attack": attack, "outcome": outcome,
+        verdicts.append({"method": r["method"], "label": r["label"], "attack": attack, "outcome": outcome,
                          "accuracy_difference": c["accuracy_difference"], "p_holm": c["p_holm"],
                          "method_only_robust": c["method_only_robust"],
                          "reference_only_robust": c["reference_only_robust"]})
@@ -493,7 +492,7 @@ def paired_verdicts(stats: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
 
 
 def _verdict_markdown(stats: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
-    verdicts = paired_verdicts(stats, rows)
+    verdicts = stats.get("verdicts")  # computed once, by write_table
     if not verdicts:
         return []
     reference = next(r["label"] for r in rows if r["method"] == stats["reference"])
