@@ -343,6 +343,10 @@ class EvalConfig:
     compact_tolerance: float = setting(1e-4, "largest logit difference allowed between the compact model and the "
                                              "model, relative to max(1, largest logit)", kind="float+")
     compact_engine: str = setting("dense", "kernels of the compact model attacked", choices=("dense", "sparse"))
+    chunk_examples: int | None = setting(None, "run the attacks on chunks of this many examples, each saved as it "
+                                               "finishes when a resume folder is given (random starts are drawn "
+                                               "per chunk, so it is a setting of the result; default: one chunk)",
+                                         kind="int+", omit_default=True)
 
 
 @dataclass
@@ -429,13 +433,16 @@ class CompareConfig:
                                    kind="list", cli=False, default_factory=tuple)
     workers: int = setting(1, "methods run in parallel processes (one thread each; results as a serial run)",
                            kind="int+", neutral=True)
+    eval_chunk: int | None = setting(None, "test images per evaluation chunk: each chunk's results are saved as it "
+                                           "finishes, so a killed evaluation resumes (random starts are drawn per "
+                                           "chunk; default: one chunk)", kind="int+", cli=False)
     standard_autoattack: bool | None = setting(None, "False: no row gets AutoAttack standard, every row AutoAttack's "
                                                      "APGD-CE + APGD-T (how the extra seeds' runs are evaluated); "
                                                      "default: the headline rows get it", kind="bool", cli=False)
 
     #: Fields added after result folders were written: left out of :meth:`protocol` at their
     #: default, so those folders still resume.
-    _LATER_FIELDS = ("headline_methods", "seeds", "data_seed", "width_factors", "standard_autoattack")
+    _LATER_FIELDS = ("headline_methods", "seeds", "data_seed", "width_factors", "standard_autoattack", "eval_chunk")
 
     @property
     def effective_data_seed(self) -> int:
@@ -456,7 +463,7 @@ class CompareConfig:
         for name in ("epochs", "test_examples", "attack_steps", "batch_size", "test_pgd_steps", "atmc_admm_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 _fail(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        _check_optional_positive_ints(self, ("train_examples",))
+        _check_optional_positive_ints(self, ("train_examples", "eval_chunk"))
         if not _is_int(self.workers) or self.workers < 1:
             _fail(f"workers must be an integer >= 1, got {self.workers!r}")
         for seed in self.seeds:

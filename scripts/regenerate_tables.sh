@@ -7,9 +7,11 @@
 #
 #   publish: copy each preset's folder, without checkpoints, into the repository: a finished one to
 #            PUBLISH_ROOT/compare-PRESET (replacing the old table), an unfinished one's finished
-#            methods to PUBLISH_ROOT/in-progress/compare-PRESET. `start` on a machine without
-#            OUT_ROOT/compare-PRESET resumes from that in-progress copy (finished methods are kept;
-#            unfinished ones restart from their first phase).
+#            methods to PUBLISH_ROOT/in-progress/compare-PRESET, with the final models of the
+#            phases the unfinished methods have trained so far and their saved evaluation chunks.
+#            `start` on a machine without OUT_ROOT/compare-PRESET resumes from that in-progress
+#            copy (finished methods are kept; unfinished ones resume from their last finished
+#            phase and their last saved evaluation chunk).
 #
 #   PRESETS: any of fmnist-cpu cifar10-cpu fmnist-width (default: all three, in that order)
 #   WORKERS=2        parallel method processes per comparison (one thread each; same numbers as 1)
@@ -47,13 +49,34 @@ finished() {
 sys.exit(0 if "run_seconds_this_invocation" in t and not t.get("pending_methods") else 1)' "$1/table.json"
 }
 
-# copy folder $1 to $2 (replaced) without checkpoints and locks; $3=partial also leaves out the
-# phase folders (a phase without its checkpoint cannot be resumed)
+# copy folder $1 to $2 (replaced) without checkpoints and locks ($3=resume: all of it); $3=partial: for every comparison
+# folder inside (the table's, each extra seed's, each width's), the phases that no finished method
+# used are kept with their final model (final.pt, so the next session resumes from them) and the
+# saved evaluation chunks of the unfinished methods; the other phase folders are left out (a phase
+# without its checkpoint cannot be resumed) and so are the finished methods' chunks (their results
+# are in methods/NAME.json)
 copy_results() {
   local excludes=(--exclude='*.pt' --exclude='.*.lock' --exclude='binprune.lock' --exclude='curves.png')
   [ "${3:-}" = partial ] && excludes+=(--exclude='phases')
+  [ "${3:-}" = resume ] && excludes=()  # back from a published partial copy: everything it holds
   rm -rf "$2.tmp" && mkdir -p "$2.tmp"
   tar -C "$1" "${excludes[@]}" -cf - . | tar -C "$2.tmp" -xf -
+  [ "${3:-}" = partial ] && "$PYTHON" -c '
+import json, pathlib, shutil, sys
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for settings in src.rglob("compare.json"):
+    folder = settings.parent
+    out = dst / folder.relative_to(src)
+    used = set()
+    for result in (folder / "methods").glob("*.json"):
+        used.update(p["name"] for p in json.loads(result.read_text())["row"]["phases"])
+        shutil.rmtree(out / "evaluations" / result.stem, ignore_errors=True)
+    for final in (folder / "phases").glob("*/final.pt"):
+        if final.parent.name not in used:
+            shutil.copytree(final.parent, out / "phases" / final.parent.name,
+                            ignore=lambda d, names: [n for n in names if n.endswith((".pt", ".lock", ".png"))
+                                                     and n != "final.pt"])
+' "$1" "$2.tmp"
   rm -rf "$2" && mv "$2.tmp" "$2"
 }
 
@@ -91,7 +114,7 @@ if [ "$action" = publish ]; then publish; exit 0; fi  # also while running: fini
 if running; then echo "already running (pid $(cat "$PIDFILE")); $0 status" >&2; exit 1; fi
 for p in "${presets[@]}"; do
   if [ ! -e "$OUT_ROOT/compare-$p" ] && [ -d "$PUBLISH_ROOT/in-progress/compare-$p" ]; then
-    copy_results "$PUBLISH_ROOT/in-progress/compare-$p" "$OUT_ROOT/compare-$p"
+    copy_results "$PUBLISH_ROOT/in-progress/compare-$p" "$OUT_ROOT/compare-$p" resume
     echo "== $p: resuming from the published partial results in $PUBLISH_ROOT/in-progress/compare-$p" | tee -a "$LOG"
   fi
 done

@@ -136,3 +136,28 @@ def test_a_user_registered_method_runs_in_compare(tmp_path):
     saved = json.loads((tmp_path / "u" / "methods" / "user-uniform-0.9.json").read_text())
     assert saved["size"]["formula"].startswith("size of the packed .bpk file")
     assert saved["row"] == ComparisonRow.from_dict(saved["row"]).to_dict()
+
+
+@requires_fashion_mnist
+def test_a_killed_evaluation_resumes_from_its_saved_chunks(tmp_path):
+    import dataclasses
+
+    config = dataclasses.replace(resolve_preset("tiny", {"train_examples": 128, "test_examples": 8}), eval_chunk=3)
+    assert config.protocol()["eval_chunk"] == 3 and "eval_chunk" not in resolve_preset("tiny").protocol()
+    out = tmp_path / "c"
+    lines: list[str] = []
+    compare(config, out, methods=["at-binary-small"], device="cpu", progress=False, log=lines.append)
+    chunks = sorted(p.name for p in (out / "evaluations" / "at-binary-small").glob("chunk-*.json"))
+    assert len(chunks) == 3  # 3 + 3 + 2 test images
+    first = json.loads((out / "methods" / "at-binary-small.json").read_text())
+    assert first["evaluation"]["settings"]["chunk_examples"] == 3
+    # killed after two chunks: the method's result and the last chunk are missing
+    (out / "methods" / "at-binary-small.json").unlink()
+    (out / "evaluations" / "at-binary-small" / chunks[-1]).unlink()
+    lines.clear()
+    compare(config, out, methods=["at-binary-small"], device="cpu", progress=False, log=lines.append)
+    assert any("chunks [[0, 3], [3, 6]] reused" in line for line in lines)
+    again = json.loads((out / "methods" / "at-binary-small.json").read_text())
+    assert again["row"]["accuracy"] == first["row"]["accuracy"]
+    for attack, result in first["evaluation"]["attacks"].items():
+        assert again["evaluation"]["attacks"][attack]["robust_flags"] == result["robust_flags"]

@@ -20,9 +20,15 @@ def _script(*args: str, out_root: Path, publish_root: Path, python: str = sys.ex
 
 def _folder(root: Path, table: dict) -> Path:
     folder = root / "compare-fmnist-cpu"
+    done = json.dumps({"row": {"phases": [{"name": "dense"}]}})
     for name, text in {"compare.json": "{}", "table.json": json.dumps(table), "table.md": "# t\n",
-                       "methods/at-fp.json": "{}", "phases/dense/config.json": "{}", "phases/dense/last.pt": "x",
-                       "phases/.dense.lock": "", "seeds/seed-1/methods/at-fp.json": "{}",
+                       "methods/at-fp.json": done, "phases/dense/config.json": "{}", "phases/dense/last.pt": "x",
+                       "phases/dense/final.pt": "x", "phases/.dense.lock": "", "evaluations/at-fp/chunk-0.json": "{}",
+                       # hydra is unfinished: its trained phase and its saved chunk travel, not its last.pt
+                       "phases/hydra-pre/final.pt": "x", "phases/hydra-pre/last.pt": "x",
+                       "phases/hydra-pre/config.json": "{}", "phases/hydra-pre/binprune.lock": "",
+                       "phases/hydra-ft/last.pt": "x", "evaluations/hydra/chunk-0.json": "{}",
+                       "seeds/seed-1/compare.json": "{}", "seeds/seed-1/methods/at-fp.json": done,
                        "seeds/seed-1/phases/dense/final.pt": "x"}.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
@@ -39,7 +45,9 @@ def test_publish_copies_results_without_checkpoints_and_start_resumes_from_them(
     assert "not finished" in _script("publish", "fmnist-cpu", out_root=runs, publish_root=results)
     partial = results / "in-progress" / "compare-fmnist-cpu"
     assert _files(partial) == {"compare.json", "table.json", "table.md", "methods/at-fp.json",
-                               "seeds/seed-1/methods/at-fp.json"}  # no phases, checkpoints or locks
+                               "phases/hydra-pre/final.pt", "phases/hydra-pre/config.json",
+                               "evaluations/hydra/chunk-0.json", "seeds/seed-1/compare.json",
+                               "seeds/seed-1/methods/at-fp.json"}  # no finished method's phases, no last.pt or locks
     assert not (results / "compare-fmnist-cpu").exists()
 
     # a machine without the local folder resumes from the published one

@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--out", metavar="DIR", help="write the results to DIR/eval.json (default: print them); "
                                                   "like every command's --out, a folder")
+    g.add_argument("--resume-dir", metavar="DIR",
+                   help="save each chunk's results (--chunk-examples) in DIR as it finishes; re-running with the "
+                        "same DIR evaluates only the missing chunks (a killed AutoAttack run resumes)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run, eval_names=eval_names, sanity_names=sanity_names)
 
@@ -174,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
         from ..utils import check_output_path
 
         check_output_path(out_file, inputs=[args.checkpoint])  # before an hour of AutoAttack, not after
+    if args.resume_dir is not None and args.robustbench:
+        raise ValueError("--resume-dir applies to the plain evaluation, not to --robustbench (RobustBench's own "
+                         "protocol runs in one piece)")
     if args.surrogate is not None and not os.path.isfile(args.surrogate):
         raise FileNotFoundError(f"--surrogate {args.surrogate} does not exist")
     config = _eval_config(args)
@@ -188,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         from ..data import load_dataset
 
         data = load_dataset(args.dataset, args.data_dir, split="test")
-        report = evaluate(model, data, config, device=device, progress=progress)
+        report = evaluate(model, data, config, device=device, progress=progress, resume_dir=args.resume_dir)
     sanity = None
     if config.eps is None:
         print("sanity checks skipped: they attack the model, and a clean-only run has no attack budget (--eps)",

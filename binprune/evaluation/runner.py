@@ -12,6 +12,7 @@ Determinism: every random start is seeded from ``seed`` (and the batch), AutoAtt
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..results import AttackResult, EvalReport
 from ..utils import resolve_device
 from ..views import evaluation_tensors
 from .attacks import ATTACKS, AttackContext, check_attacks
+from .chunks import ChunkStore, evaluation_fingerprint, run_in_chunks
 from .confirm import AttackForm, equivalent_model
 from .model import describe_model, frozen_parameters, output_warnings, prepare_model, preserved_modes
 from .progress import ProgressCallback, ProgressReporter
@@ -57,6 +59,8 @@ def eval_config(config: EvalConfig | None = None, **settings: Any) -> EvalConfig
     if not (isinstance(cfg.compact_tolerance, (int, float)) and not isinstance(cfg.compact_tolerance, bool)
             and cfg.compact_tolerance > 0):
         raise ValueError(f"compact_tolerance must be a number > 0, got {cfg.compact_tolerance!r}")
+    if cfg.chunk_examples is not None:
+        check_positive_int(cfg.chunk_examples, "chunk_examples")
     if cfg.compact_engine not in ("dense", "sparse"):
         raise ValueError(f"compact_engine must be 'dense' or 'sparse', got {cfg.compact_engine!r}")
     if "autoattack-custom" in names and not options.get("attacks"):
@@ -100,8 +104,20 @@ def _run_attacks(ctx: AttackContext, names: tuple[str, ...]) -> dict[str, Attack
     return results
 
 
+def _chunk_store(resume_dir: str | os.PathLike | None, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 cfg: EvalConfig, record: dict[str, Any]) -> ChunkStore | None:
+    if resume_dir is None:
+        return None
+    # the settings that change results, the model and the examples: a saved chunk of any other
+    # evaluation is refused rather than used
+    keyed = {k: v for k, v in record.items() if k not in ("batch_size", "device")}
+    fingerprint = evaluation_fingerprint(model, x, y, {**keyed, "fast": cfg.fast})
+    return ChunkStore(resume_dir, fingerprint, cfg.attacks)
+
+
 def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, device: str | torch.device = "auto",
-             progress: bool | ProgressCallback | None = True, **settings: Any) -> EvalReport:
+             progress: bool | ProgressCallback | None = True, resume_dir: str | os.PathLike | None = None,
+             **settings: Any) -> EvalReport:
     """Clean and robust accuracy of ``model`` on ``data``, with the settings that produced them.
 
     Args:
@@ -114,6 +130,9 @@ def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, d
         config: the settings (:class:`binprune.config.EvalConfig`); ``eps`` has no default.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         progress: ``True`` shows progress bars on stderr; a callable receives event dicts.
+        resume_dir: a folder where each chunk's results (``chunk_examples``) are saved as it
+            finishes; re-running with it computes only the missing chunks. A chunk saved there by
+            another model, other examples or other settings raises ``ValueError``.
         **settings: :class:`~binprune.config.EvalConfig` fields overriding ``config`` (``eps``,
             ``attacks``, ``n_examples``, ``pgd_steps``, ...); other names raise ``ValueError``.
 
@@ -131,18 +150,30 @@ def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, d
     x, y, data_info = evaluation_tensors(data, cfg.n_examples)
     reporter = ProgressReporter(progress)
     started = time.perf_counter()
+    record = {"eps": cfg.eps, "norm": cfg.norm, "attacks": list(cfg.attacks), "n_examples": len(x),
+              "batch_size": cfg.batch_size, "device": str(dev), "seed": cfg.seed, "pgd_steps": cfg.pgd_steps,
+              "pgd_restarts": cfg.pgd_restarts, "autoattack_options": cfg.autoattack_options,
+              "attack_compact": bool(cfg.fast and cfg.attack_compact), "compact_tolerance": cfg.compact_tolerance,
+              "compact_engine": cfg.compact_engine}
+    if cfg.chunk_examples is not None:
+        record["chunk_examples"] = cfg.chunk_examples
+    store = _chunk_store(resume_dir, model, x, y, cfg, record)
     with preserved_modes(model):
         eval_model, model_info = prepare_model(model, x[:cfg.batch_size], device=dev, fast=cfg.fast)
         describe_model(model, model_info)
         model_info["warnings"] = output_warnings(eval_model, x[:cfg.batch_size], dev)
         form = _attack_form(eval_model, x, y, cfg, dev, model_info)
         with frozen_parameters(eval_model):
-            ctx = AttackContext(model=eval_model, x=x, y=y, config=cfg, device=dev, progress=reporter, form=form)
-            results = _run_attacks(ctx, cfg.attacks)
-    record = {"eps": cfg.eps, "norm": cfg.norm, "attacks": list(cfg.attacks), "n_examples": len(x),
-              "batch_size": cfg.batch_size, "device": str(dev), "seed": cfg.seed, "pgd_steps": cfg.pgd_steps,
-              "pgd_restarts": cfg.pgd_restarts, "autoattack_options": cfg.autoattack_options,
-              "attack_compact": bool(cfg.fast and cfg.attack_compact), "compact_tolerance": cfg.compact_tolerance,
-              "compact_engine": cfg.compact_engine}
+            def run_chunk(start: int, end: int) -> dict[str, AttackResult]:
+                part = None if form is None else dataclasses.replace(form, clean=form.clean[start:end])
+                ctx = AttackContext(model=eval_model, x=x[start:end], y=y[start:end], config=cfg, device=dev,
+                                    progress=reporter, form=part)
+                return _run_attacks(ctx, cfg.attacks)
+
+            loaded: list[list[int]] = []
+            results = run_in_chunks(len(x), cfg.chunk_examples, run_chunk, store, cfg.attacks,
+                                    on_chunk=lambda a, b, was_loaded: loaded.append([a, b]) if was_loaded else None)
+    if store is not None:
+        record["resumed_chunks"] = loaded
     return EvalReport(attacks=results, settings=record, data=data_info, model=model_info,
                       versions=package_versions(), seconds=time.perf_counter() - started)

@@ -279,10 +279,13 @@ def _load_data(config: CompareConfig, data_dir: str | None) -> tuple[Any, torch.
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: CompareConfig, device: torch.device,
-              progress: bool, name: str) -> EvalReport:
+              progress: bool, name: str, resume_dir: Path | None = None) -> EvalReport:
+    """A method's evaluation; with ``config.eval_chunk`` in chunks saved under ``resume_dir``
+    (a killed evaluation resumes at the first missing chunk)."""
     return evaluate(model, (x, y), eps=config.eps, attacks=evaluation_attacks(config, name),
                     pgd_steps=config.test_pgd_steps, seed=config.seed, device=device, progress=progress,
-                    autoattack_options=config.autoattack_options)
+                    autoattack_options=config.autoattack_options, chunk_examples=config.eval_chunk,
+                    resume_dir=resume_dir if config.eval_chunk else None)
 
 
 def _autoattack_warnings(report: EvalReport) -> list[str]:
@@ -776,7 +779,10 @@ def _run_method(name: str, runner: Runner, x_eval: torch.Tensor, y_eval: torch.T
     attacks = evaluation_attacks(config, name)
     log(f"  evaluating {name} on {len(x_eval)} test images ({', '.join(ATTACK_LABELS[a] for a in attacks)})")
     t0 = time.perf_counter()
-    report = _evaluate(outcome.model, x_eval, y_eval, config, runner.device, runner.progress, name)
+    report = _evaluate(outcome.model, x_eval, y_eval, config, runner.device, runner.progress, name,
+                       runner.out_dir / "evaluations" / name)
+    if report.settings.get("resumed_chunks"):
+        log(f"  {name}: chunks {report.settings['resumed_chunks']} reused from {runner.out_dir / 'evaluations' / name}")
     eval_seconds = time.perf_counter() - t0
     row = _measure(name, method, outcome, report, eval_seconds)
     write_json(path, {"row": row.to_dict(), "size": outcome.size, "phases": outcome.phases, "extra": outcome.extra,
