@@ -22,3 +22,17 @@ requires_fashion_mnist = pytest.mark.skipif(
 )
 
 SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
+
+
+def tiny_trained_supermask(eps: float = 0.1):
+    """A tiny binary supermask CNN (widths 8, 16; 90% sparse) trained one fast-AT epoch on 1,024
+    Fashion-MNIST images: a real, briefly trained model for evaluation tests, in seconds."""
+    import binprune
+
+    torch.manual_seed(0)
+    train = binprune.load_dataset("fashion-mnist", split="train").subset(torch.arange(1024))
+    net = binprune.create_model("small_cnn", num_classes=10, in_channels=1, mean=list(train.mean),
+                                std=list(train.std), widths=[8, 16])
+    net = binprune.convert_to_binary_supermask(net, sparsity=0.9, seed=0)
+    return binprune.train(net, train, eps=eps, epochs=1, attack="fast", batch_size=64, progress=False,
+                          device="cpu").model.eval()

@@ -9,7 +9,7 @@ import torch
 import binprune
 from binprune.evaluation.chunks import chunk_bounds, merge_details
 from binprune.views import select_examples
-from tests.conftest import requires_fashion_mnist
+from tests.conftest import requires_fashion_mnist, tiny_trained_supermask
 
 EPS = 0.1
 APGD_QUICK = {"iterations": 5}
@@ -18,13 +18,7 @@ APGD_QUICK = {"iterations": 5}
 @pytest.fixture(scope="module")
 def setup():
     """A briefly trained tiny supermask CNN and 60 class-balanced test images."""
-    torch.manual_seed(0)
-    train = binprune.load_dataset("fashion-mnist", split="train").subset(torch.arange(1024))
-    net = binprune.create_model("small_cnn", num_classes=10, in_channels=1, mean=list(train.mean),
-                                std=list(train.std), widths=[8, 16])
-    net = binprune.convert_to_binary_supermask(net, sparsity=0.9, seed=0)
-    model = binprune.train(net, train, eps=EPS, epochs=1, attack="fast", batch_size=64, progress=False,
-                           device="cpu").model.eval()
+    model = tiny_trained_supermask(EPS)
     x, y, _ = select_examples(binprune.load_dataset("fashion-mnist", split="test"), 60, "balanced", 0)
     return model, x, y
 

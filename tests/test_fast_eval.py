@@ -11,7 +11,7 @@ from binprune.evaluation.confirm import AttackForm, autoattack_confirmed, confir
 from binprune.evaluation.model import correct_flags
 from binprune.evaluation.progress import ProgressReporter
 from binprune.views import balanced_indices, select_examples
-from tests.conftest import requires_fashion_mnist
+from tests.conftest import requires_fashion_mnist, tiny_trained_supermask
 
 EPS = 0.1
 
@@ -19,15 +19,8 @@ EPS = 0.1
 @pytest.fixture(scope="module")
 def setup():
     """A briefly trained tiny supermask CNN and 48 class-balanced test images."""
-    torch.manual_seed(0)
-    train = binprune.load_dataset("fashion-mnist", split="train").subset(torch.arange(1024))
-    net = binprune.create_model("small_cnn", num_classes=10, in_channels=1, mean=list(train.mean),
-                                std=list(train.std), widths=[8, 16])
-    net = binprune.convert_to_binary_supermask(net, sparsity=0.9, seed=0)
-    model = binprune.train(net, train, eps=EPS, epochs=1, attack="fast", batch_size=64, progress=False,
-                           device="cpu").model.eval()
-    test = binprune.load_dataset("fashion-mnist", split="test")
-    x, y, _ = select_examples(test, 48, "balanced", 0)
+    model = tiny_trained_supermask(EPS)
+    x, y, _ = select_examples(binprune.load_dataset("fashion-mnist", split="test"), 48, "balanced", 0)
     return model, x, y
 
 
