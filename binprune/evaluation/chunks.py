@@ -8,7 +8,7 @@ re-run computes only the slices that are missing.
 
 The attacks see one chunk at a time: random starts (PGD's, AutoAttack's) are drawn per chunk, so
 the chunk size is a setting of the result (recorded in the report), not only of the bookkeeping.
-A saved chunk is used only when its fingerprint (model parameters and buffers, the chunk's
+A saved chunk is used only when its fingerprint (model parameters and buffers, the evaluated
 images and labels, the evaluation settings) is the one being computed; any other raises, so a
 folder is never silently shared by two evaluations.
 """
