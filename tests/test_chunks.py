@@ -139,3 +139,28 @@ def test_cli_eval_resumes_from_its_chunk_folder(setup, tmp_path, capsys):
     assert a["settings"]["chunk_examples"] == 16
     assert main([*args[:-4], "--robustbench", "--model-name", "m", "--device", "cpu"]) == 2
     assert "--resume-dir applies to the plain evaluation" in capsys.readouterr().err
+
+
+@requires_fashion_mnist
+@pytest.mark.parametrize("compact, eps", [(False, 0.03), (True, 0.03), (False, 0.1)])
+def test_standard_after_apgd_is_one_standard_run(setup, compact, eps):
+    """AutoAttack standard completed from the APGD attacks' flags gives the flags of one standard
+    run (at eps 0.03 some examples are left for FAB-T and Square; at 0.1 none are)."""
+    model, x, y = setup
+    options = {"iterations": 5, "square_queries": 50}
+    kw = dict(eps=eps, device="cpu", progress=False, batch_size=32, autoattack_options=options,
+              attack_compact=compact)
+    alone = binprune.evaluate(model, (x, y), attacks=("clean", "autoattack"), **kw)
+    after = binprune.evaluate(model, (x, y), attacks=("clean", "autoattack-apgd", "autoattack"), **kw)
+    one, two = alone.attacks["autoattack"], after.attacks["autoattack"]
+    assert torch.equal(one.robust, two.robust)
+    assert "apgd_from" in two.details and "apgd_from" not in one.details
+    strip = ("elapsed_s",)
+    assert [{k: v for k, v in s.items() if k not in strip} for s in one.details["per_attack"]] == \
+        [{k: v for k, v in s.items() if k not in strip} for s in two.details["per_attack"]]
+    assert two.details["settings"]["attacks"] == one.details["settings"]["attacks"]
+    assert two.details["settings"]["version"] == "standard"
+    # the APGD flags are the standard run's after its first two attacks: never below the final ones
+    assert not (two.robust & ~after.attacks["autoattack-apgd"].robust).any()
+    left = after.attacks["autoattack-apgd"].robust.sum()
+    assert (left > 0) == (eps == 0.03) and (two.details["tail"] is not None) == (eps == 0.03)

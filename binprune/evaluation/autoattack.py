@@ -31,7 +31,7 @@ from .progress import ProgressCallback, ProgressReporter
 from .validation import check_eps, check_norm, check_positive_int
 
 __all__ = [
-    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "APGD_ATTACKS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
+    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "APGD_ATTACKS", "STANDARD_TAIL_ATTACKS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
     "robust_accuracy_from_autoattack", "check_threat_model", "check_autoattack_arguments", "setup_autoattack",
     "execute_autoattack", "autoattack_result",
 ]
@@ -42,6 +42,12 @@ AUTOATTACK_VERSIONS = ("standard", "apgd", "plus", "rand", "custom")
 #: Version ``"apgd"``: the first two attacks of ``"standard"`` with its budgets and seed, so its
 #: per-example flags are those of ``"standard"`` before FAB-T and Square run.
 APGD_ATTACKS = ("apgd-ce", "apgd-t")
+#: Version ``"standard-tail"`` (internal): the last two attacks of ``"standard"`` with its budgets
+#: and seed. Run on the examples ``"apgd"`` left standing, it completes ``"standard"``: every
+#: attack of AutoAttack re-seeds itself, so FAB-T and Square see the same batches and random
+#: draws as inside one ``"standard"`` run.
+STANDARD_TAIL_ATTACKS = ("fab-t", "square")
+_SPLIT_VERSIONS = {"apgd": APGD_ATTACKS, "standard-tail": STANDARD_TAIL_ATTACKS}
 
 _AA_RUNNING = re.compile(r"^running (?P<attack>[\w-]+)$")
 _AA_BATCH = re.compile(
@@ -194,7 +200,7 @@ def robust_accuracy_from_autoattack(model: nn.Module, x: torch.Tensor, y: torch.
 def check_autoattack_arguments(version: str, attacks: Sequence[str] | None, iterations: int | None,
                                square_queries: int | None) -> None:
     """Reject a version, attack list or budget that AutoAttack would not run as asked."""
-    if version not in AUTOATTACK_VERSIONS:
+    if version not in AUTOATTACK_VERSIONS and version not in _SPLIT_VERSIONS:
         raise ValueError(f"unknown AutoAttack version {version!r}: choose standard, apgd, plus, rand or custom")
     if version == "custom":
         if not attacks:
@@ -219,9 +225,9 @@ def setup_autoattack(model: nn.Module, n_classes: int, *, eps: float, norm: str,
     (AutoAttack's default of 9 target classes would fail).
     """
     adversary = AutoAttack(model, attacks=list(attacks) if version == "custom" else None, device=device, eps=eps,
-                           norm=norm, seed=seed, version="standard" if version == "apgd" else version)
-    if version == "apgd":
-        adversary.attacks_to_run = list(APGD_ATTACKS)
+                           norm=norm, seed=seed, version="standard" if version in _SPLIT_VERSIONS else version)
+    if version in _SPLIT_VERSIONS:
+        adversary.attacks_to_run = list(_SPLIT_VERSIONS[version])
     if iterations is not None:
         adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = adversary.fab.n_iter = iterations
     if square_queries is not None:

@@ -97,6 +97,7 @@ def _run_attacks(ctx: AttackContext, names: tuple[str, ...]) -> dict[str, Attack
     ctx.clean = results["clean"].robust
     for name in names:
         if name != "clean":
+            ctx.earlier = dict(results)
             result = ATTACKS[name](ctx)
             if result.robust is not None and len(result.robust) != ctx.n:
                 raise ValueError(f"attack {name!r} returned {len(result.robust)} flags for {ctx.n} examples")
