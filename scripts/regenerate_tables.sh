@@ -98,6 +98,25 @@ publish() {
 case "$action" in
   status)
     if running; then echo "running (pid $(cat "$PIDFILE")); log: $LOG"; else echo "not running"; fi
+    # per comparison folder: finished methods, and the saved chunks of the evaluations under way
+    for p in "${presets[@]}"; do
+      [ -d "$OUT_ROOT/compare-$p" ] || continue
+      "$PYTHON" -c '
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+for settings in sorted(root.rglob("compare.json")):
+    folder = settings.parent
+    protocol = json.loads(settings.read_text()).get("protocol", {})
+    n, chunk = protocol.get("test_examples"), protocol.get("eval_chunk")
+    done = sorted(p.stem for p in (folder / "methods").glob("*.json"))
+    line = f"{folder.relative_to(root.parent)}: {len(done)} method(s) finished"
+    busy = []
+    for e in sorted((folder / "evaluations").glob("*")):
+        if e.name not in done and n and chunk:
+            busy.append("%s %d/%d chunks" % (e.name, len(list(e.glob("chunk-*.json"))), -(-n // chunk)))
+    print(line + ("; evaluating: " + ", ".join(busy) if busy else ""))
+' "$OUT_ROOT/compare-$p"
+    done
     tail -n 5 "$LOG" 2>/dev/null || true
     exit 0 ;;
   stop)

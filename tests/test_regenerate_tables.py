@@ -21,7 +21,8 @@ def _script(*args: str, out_root: Path, publish_root: Path, python: str = sys.ex
 def _folder(root: Path, table: dict) -> Path:
     folder = root / "compare-fmnist-cpu"
     done = json.dumps({"row": {"phases": [{"name": "dense"}]}})
-    for name, text in {"compare.json": "{}", "table.json": json.dumps(table), "table.md": "# t\n",
+    protocol = json.dumps({"protocol": {"test_examples": 1000, "eval_chunk": 200}})
+    for name, text in {"compare.json": protocol, "table.json": json.dumps(table), "table.md": "# t\n",
                        "methods/at-fp.json": done, "phases/dense/config.json": "{}", "phases/dense/last.pt": "x",
                        "phases/dense/final.pt": "x", "phases/.dense.lock": "", "evaluations/at-fp/chunk-0.json": "{}",
                        # hydra is unfinished: its trained phase and its saved chunk travel, not its last.pt
@@ -67,3 +68,12 @@ def test_publish_copies_results_without_checkpoints_and_start_resumes_from_them(
     final = results / "compare-fmnist-cpu"
     assert "phases/dense/config.json" in _files(final) and not any(f.endswith((".pt", ".lock")) for f in _files(final))
     assert not partial.exists()
+
+
+def test_status_counts_finished_methods_and_saved_chunks(tmp_path):
+    runs = tmp_path / "runs"
+    _folder(runs, {"pending_methods": ["hydra"]})
+    out = _script("status", "fmnist-cpu", out_root=runs, publish_root=tmp_path / "results")
+    assert "not running" in out
+    assert "compare-fmnist-cpu: 1 method(s) finished; evaluating: hydra 1/5 chunks" in out
+    assert "compare-fmnist-cpu/seeds/seed-1: 1 method(s) finished" in out
