@@ -31,7 +31,8 @@ from .progress import ProgressCallback, ProgressReporter
 from .validation import check_eps, check_norm, check_positive_int
 
 __all__ = [
-    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "APGD_ATTACKS", "STANDARD_TAIL_ATTACKS", "AutoAttackLog", "AutoAttackRun", "run_autoattack",
+    "AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "APGD_ATTACKS", "STANDARD_TAIL_ATTACKS", "AutoAttackLog",
+    "AutoAttackRun", "run_autoattack",
     "robust_accuracy_from_autoattack", "check_threat_model", "check_autoattack_arguments", "setup_autoattack",
     "execute_autoattack", "autoattack_result",
 ]
