@@ -117,6 +117,14 @@ def test_merge_details_sums_counts_and_keeps_equal_settings():
     assert merged["settings"] == {"eps": 0.1} and merged["attack_form"] == {"confirmed": 3, "kind": "c"}
     assert merged["chunks"] == parts
     json.dumps(merged)
+    # equal counts in two chunks are still two chunks' counts; equal settings stay one setting
+    same = {"robust_examples": 3, "steps": 5, "attacks": ["apgd-ce"], "python_warnings": ["w"],
+            "per_attack": [{"attack": "apgd-ce", "examples_attacked": 4, "examples_broken": 1, "elapsed_s": 2.0}]}
+    twice = merge_details([same, same], [10, 10])
+    assert twice["robust_examples"] == 6 and twice["steps"] == 5 and twice["attacks"] == ["apgd-ce"]
+    assert twice["python_warnings"] == ["w"]
+    assert twice["per_attack"] == [{"attack": "apgd-ce", "examples_attacked": 8, "examples_broken": 2,
+                                    "elapsed_s": 4.0}]
 
 
 @requires_fashion_mnist

@@ -104,24 +104,33 @@ class ChunkStore:
                                            "attacks": {name: r.to_dict() for name, r in results.items()}})
 
 
+#: Detail fields that count examples: summed over chunks (other integers are settings).
+_COUNTS = frozenset({"robust_examples", "correct_examples", "n_examples", "examples_attacked", "examples_broken",
+                     "invalid_adversarial_examples", "broken_on_compact", "confirmed", "not_transferred",
+                     "broken_only_on_model", "reattacked", "broken_by_reattack"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _merge_values(key: str, values: list[Any], weights: list[int]) -> tuple[bool, Any]:
     """``(merged?, value)`` of one detail field over the chunks (see :func:`merge_details`)."""
+    if key == "per_attack" and all(isinstance(v, list) for v in values):
+        return True, _merge_per_attack(values)
+    if all(_is_number(v) for v in values):
+        if key in _COUNTS:
+            return True, sum(values)
+        if key.endswith("accuracy"):
+            return True, sum(v * w for v, w in zip(values, weights)) / sum(weights)
+        if key.endswith("_s") or key.endswith("seconds"):
+            return True, sum(values)
     first = values[0]
     if all(v == first for v in values):
         return True, first
     if all(isinstance(v, bool) for v in values):
         return True, all(values)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return True, sum(values)
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        if key.endswith("accuracy"):
-            return True, sum(v * w for v, w in zip(values, weights)) / sum(weights)
-        if key.endswith("_s") or key.endswith("seconds"):
-            return True, sum(values)
-        return False, None
     if all(isinstance(v, list) for v in values):
-        if key == "per_attack":
-            return True, _merge_per_attack(values)
         joined = [item for v in values for item in v]
         if key.endswith("warnings"):
             joined = list(dict.fromkeys(joined))
@@ -149,8 +158,10 @@ def _merge_per_attack(parts: list[list[dict]]) -> list[dict]:
 
 
 def merge_details(parts: list[dict[str, Any]], weights: list[int], *, keep_chunks: bool = True) -> dict[str, Any]:
-    """One attack's details over the chunks: a field equal in every chunk is kept, counts and
-    times are summed, accuracies averaged by chunk size, lists joined (warnings once each);
+    """One attack's details over the chunks: counts of examples and times are summed,
+    accuracies averaged by chunk size, AutoAttack's per-attack breakdown added up; any other
+    field equal in every chunk is kept, flags must all hold, lists are joined (warnings once
+    each), dicts merged field by field, and what cannot be merged is left to the chunks;
     with ``keep_chunks`` every chunk's own details are kept under ``"chunks"``."""
     keys = list(dict.fromkeys(k for part in parts for k in part))
     merged: dict[str, Any] = {}
