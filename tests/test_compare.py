@@ -151,6 +151,7 @@ def test_a_killed_evaluation_resumes_from_its_saved_chunks(tmp_path):
     assert len(chunks) == 3  # 3 + 3 + 2 test images
     first = json.loads((out / "methods" / "at-binary-small.json").read_text())
     assert first["evaluation"]["settings"]["chunk_examples"] == 3
+    assert any("evaluated in chunks of 3" in n for n in json.loads((out / "table.json").read_text())["notes"])
     # killed after two chunks: the method's result and the last chunk are missing
     (out / "methods" / "at-binary-small.json").unlink()
     (out / "evaluations" / "at-binary-small" / chunks[-1]).unlink()

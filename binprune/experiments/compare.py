@@ -338,7 +338,9 @@ def _notes(c: CompareConfig, data: dict, small: dict | None, full_params: int) -
         f"standard (APGD-CE, APGD-T, FAB-T, Square) at eps={c.eps:.4g} on {data['eval_selection']} (class counts "
         f"{data['eval_class_counts']}); accuracies are fractions in [0, 1]."
         + (f" AutoAttack's budgets were REDUCED ({c.autoattack_options}): not the standard evaluation."
-           if c.autoattack_options else ""),
+           if c.autoattack_options else "")
+        + (f" The test images were evaluated in chunks of {c.eval_chunk}, each saved as it finished (random starts "
+           "are drawn per chunk)." if c.eval_chunk else ""),
         f"Sparsity: fraction of the conv / linear weights that are zero in the evaluated model (target {c.sparsity:g} "
         "for the pruning methods; the AT rows are unpruned). Stored size: bytes, by the formula of each method in "
         "docs/BASELINES.md (supermask methods: the packed .bpk file).",
