@@ -55,9 +55,11 @@ def test_chunked_evaluation_resumes_and_merges(setup, tmp_path):
     if aa.details["per_attack_consistent"]:
         assert aa.details["per_attack"][-1]["robust_accuracy_after"] == pytest.approx(aa.accuracy)
 
-    # a second run reuses every chunk: same flags, nothing recomputed
+    # a second run reuses every chunk: same flags, nothing recomputed; the time is the chunks'
     again = _eval(model, x, y, chunk_examples=25, resume_dir=tmp_path)
     assert again.settings["resumed_chunks"] == [[0, 25], [25, 50], [50, 60]]
+    chunk_seconds = sum(json.loads((tmp_path / f).read_text())["seconds"] for f in files)
+    assert chunk_seconds > 0 and again.seconds >= chunk_seconds
     for name in first.attacks:
         assert torch.equal(again.attacks[name].robust, first.attacks[name].robust)
 
@@ -172,3 +174,15 @@ def test_standard_after_apgd_is_one_standard_run(setup, compact, eps):
     assert not (two.robust & ~after.attacks["autoattack-apgd"].robust).any()
     left = after.attacks["autoattack-apgd"].robust.sum()
     assert (left > 0) == (eps == 0.03) and (two.details["tail"] is not None) == (eps == 0.03)
+
+
+def test_a_chunk_saved_without_its_time_counts_completed_autoattack_once():
+    from binprune.evaluation.chunks import _attack_seconds
+    from binprune.results import AttackResult
+
+    results = {"clean": AttackResult("clean", 1.0, 2, 1.0),
+               "autoattack-apgd": AttackResult("autoattack-apgd", 1.0, 2, 10.0),
+               "autoattack": AttackResult("autoattack", 1.0, 2, 40.0, {"apgd_from": "autoattack-apgd"})}
+    assert _attack_seconds(results) == 41.0  # AutoAttack's 40 s include APGD's 10
+    results["autoattack"] = AttackResult("autoattack", 1.0, 2, 40.0)
+    assert _attack_seconds(results) == 51.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -80,8 +80,9 @@ class ChunkStore:
     def path(self, start: int, end: int) -> Path:
         return self.folder / f"chunk-{start:07d}-{end:07d}.json"
 
-    def load(self, start: int, end: int) -> dict[str, AttackResult] | None:
-        """The saved results of examples ``[start, end)``, or ``None`` when not computed yet."""
+    def load(self, start: int, end: int) -> tuple[dict[str, AttackResult], float] | None:
+        """The saved results of examples ``[start, end)`` and the seconds they took, or ``None``
+        when not computed yet."""
         path = self.path(start, end)
         if not path.is_file():
             return None
@@ -96,12 +97,24 @@ class ChunkStore:
         if record.get("attacks") is None or list(record["attacks"]) != self.attacks:
             raise ValueError(f"{path} has attacks {list(record.get('attacks') or [])}, expected {self.attacks}: "
                              f"remove it to recompute that chunk")
-        return {name: _result_from_dict(name, value) for name, value in record["attacks"].items()}
+        results = {name: _result_from_dict(name, value) for name, value in record["attacks"].items()}
+        seconds = record.get("seconds")
+        return results, float(seconds) if seconds is not None else _attack_seconds(results)
 
-    def save(self, start: int, end: int, results: dict[str, AttackResult]) -> None:
+    def save(self, start: int, end: int, results: dict[str, AttackResult], seconds: float) -> None:
         write_json(self.path(start, end), {"format": CHUNK_FORMAT, "fingerprint": self.fingerprint,
-                                           "examples": [start, end],
+                                           "examples": [start, end], "seconds": round(seconds, 3),
                                            "attacks": {name: r.to_dict() for name, r in results.items()}})
+
+
+def _attack_seconds(results: dict[str, AttackResult]) -> float:
+    """The attacks' time, for a chunk saved without its own: AutoAttack standard completed from
+    APGD's flags includes their time, counted once."""
+    total = sum(r.seconds for r in results.values())
+    standard, apgd = results.get("autoattack"), results.get("autoattack-apgd")
+    if standard is not None and apgd is not None and "apgd_from" in standard.details:
+        total -= apgd.seconds
+    return total
 
 
 #: Detail fields that count examples: summed over chunks (other integers are settings).
@@ -210,19 +223,22 @@ def merge_chunk_results(chunks: list[tuple[tuple[int, int], dict[str, AttackResu
 
 
 def run_in_chunks(n: int, chunk_examples: int | None, run_chunk: Callable[[int, int], dict[str, AttackResult]],
-                  store: ChunkStore | None, attacks: Sequence[str],
-                  on_chunk: Callable[[int, int, bool], None] | None = None) -> dict[str, AttackResult]:
+                  store: ChunkStore | None, attacks: Sequence[str]
+                  ) -> tuple[dict[str, AttackResult], list[list[int]], float]:
     """``run_chunk(start, end)`` for each chunk not found in ``store`` (saved there as it
-    finishes), then the merged results."""
-    done = []
+    finishes). Returns the merged results, the ``[start, end]`` of the chunks read from
+    ``store``, and the seconds those took when they were computed."""
+    done, loaded, earlier = [], [], 0.0
     for start, end in chunk_bounds(n, chunk_examples):
-        results = store.load(start, end) if store is not None else None
-        loaded = results is not None
-        if results is None:
+        saved = store.load(start, end) if store is not None else None
+        if saved is not None:
+            results, seconds = saved
+            loaded.append([start, end])
+            earlier += seconds
+        else:
+            started = time.perf_counter()
             results = run_chunk(start, end)
             if store is not None:
-                store.save(start, end, results)
-        if on_chunk is not None:
-            on_chunk(start, end, loaded)
+                store.save(start, end, results, time.perf_counter() - started)
         done.append(((start, end), results))
-    return merge_chunk_results(done, attacks, chunk_examples)
+    return merge_chunk_results(done, attacks, chunk_examples), loaded, earlier

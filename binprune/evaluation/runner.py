@@ -171,10 +171,10 @@ def evaluate(model: nn.Module, data: Any, config: EvalConfig | None = None, *, d
                                     progress=reporter, form=part)
                 return _run_attacks(ctx, cfg.attacks)
 
-            loaded: list[list[int]] = []
-            results = run_in_chunks(len(x), cfg.chunk_examples, run_chunk, store, cfg.attacks,
-                                    on_chunk=lambda a, b, was_loaded: loaded.append([a, b]) if was_loaded else None)
+            results, loaded, earlier_seconds = run_in_chunks(len(x), cfg.chunk_examples, run_chunk, store,
+                                                             cfg.attacks)
     if store is not None:
         record["resumed_chunks"] = loaded
+    # the time of the whole evaluation: this run's, and that of the chunks earlier runs computed
     return EvalReport(attacks=results, settings=record, data=data_info, model=model_info,
-                      versions=package_versions(), seconds=time.perf_counter() - started)
+                      versions=package_versions(), seconds=time.perf_counter() - started + earlier_seconds)

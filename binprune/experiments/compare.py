@@ -786,7 +786,7 @@ def _run_method(name: str, runner: Runner, x_eval: torch.Tensor, y_eval: torch.T
     eval_seconds = time.perf_counter() - t0
     if report.settings.get("resumed_chunks"):
         log(f"  {name}: chunks {report.settings['resumed_chunks']} reused from {runner.out_dir / 'evaluations' / name}")
-        eval_seconds = sum(r.seconds for r in report.attacks.values())  # the earlier runs' chunks count too
+        eval_seconds = report.seconds  # the earlier runs' chunks count too
     row = _measure(name, method, outcome, report, eval_seconds)
     write_json(path, {"row": row.to_dict(), "size": outcome.size, "phases": outcome.phases, "extra": outcome.extra,
                       "evaluation": report.to_dict()})
