@@ -8,10 +8,10 @@
 #   publish: copy each preset's folder, without checkpoints, into the repository: a finished one to
 #            PUBLISH_ROOT/compare-PRESET (replacing the old table), an unfinished one's finished
 #            methods to PUBLISH_ROOT/in-progress/compare-PRESET, with the final models of the
-#            phases the unfinished methods have trained so far and their saved evaluation chunks.
-#            `start` on a machine without OUT_ROOT/compare-PRESET resumes from that in-progress
-#            copy (finished methods are kept; unfinished ones resume from their last finished
-#            phase and their last saved evaluation chunk).
+#            finished phases no finished method used and the unfinished methods' saved evaluation
+#            chunks. `start` on a machine without OUT_ROOT/compare-PRESET resumes from that
+#            in-progress copy (finished methods are kept; unfinished ones resume at their first
+#            phase not in the copy and their first unsaved evaluation chunk).
 #
 #   PRESETS: any of fmnist-cpu cifar10-cpu fmnist-width (default: all three, in that order)
 #   WORKERS=2        parallel method processes per comparison (one thread each; same numbers as 1)
@@ -49,12 +49,12 @@ finished() {
 sys.exit(0 if "run_seconds_this_invocation" in t and not t.get("pending_methods") else 1)' "$1/table.json"
 }
 
-# copy folder $1 to $2 (replaced) without checkpoints and locks ($3=resume: all of it); $3=partial: for every comparison
-# folder inside (the table's, each extra seed's, each width's), the phases that no finished method
-# used are kept with their final model (final.pt, so the next session resumes from them) and the
-# saved evaluation chunks of the unfinished methods; the other phase folders are left out (a phase
-# without its checkpoint cannot be resumed) and so are the finished methods' chunks (their results
-# are in methods/NAME.json)
+# copy folder $1 to $2 (replaced) without checkpoints and locks ($3=resume: all of it);
+# $3=partial: for every comparison folder inside (the table's, each extra seed's, each width's),
+# the finished phases that no finished method used are kept with their final model (final.pt, so
+# the next session resumes from them), and so are the unfinished methods' saved evaluation chunks;
+# the other phase folders are left out (a phase without its checkpoint cannot be resumed), and so
+# are the finished methods' chunks (their results are in methods/NAME.json)
 copy_results() {
   local excludes=(--exclude='*.pt' --exclude='.*.lock' --exclude='binprune.lock' --exclude='curves.png')
   [ "${3:-}" = partial ] && excludes+=(--exclude='phases')
