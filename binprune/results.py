@@ -124,6 +124,17 @@ class AttackResult(_DictView):
                 "n_examples": self.n_examples, "time_s": round(self.seconds, 3),
                 **self.details, **({"robust_flags": flags} if flags is not None else {})}
 
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> "AttackResult":
+        """The result :meth:`to_dict` wrote (the interval is recomputed from the flags, not read)."""
+        import torch
+
+        details = {k: v for k, v in data.items()
+                   if k not in ("accuracy", "interval95", "n_examples", "time_s", "robust_flags")}
+        flags = data.get("robust_flags")
+        return cls(name, float(data["accuracy"]), int(data["n_examples"]), float(data["time_s"]), details,
+                   robust=torch.tensor(flags, dtype=torch.bool) if flags is not None else None)
+
 
 @dataclass
 class EvalReport(_DictView):

@@ -58,15 +58,6 @@ def evaluation_fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s
     return digest.hexdigest()
 
 
-def _result_from_dict(name: str, record: dict[str, Any]) -> AttackResult:
-    details = {k: v for k, v in record.items()
-               if k not in ("accuracy", "interval95", "n_examples", "time_s", "robust_flags")}
-    flags = record.get("robust_flags")
-    robust = torch.tensor(flags, dtype=torch.bool) if flags is not None else None
-    return AttackResult(name, float(record["accuracy"]), int(record["n_examples"]), float(record["time_s"]),
-                        details, robust=robust)
-
-
 class ChunkStore:
     """The saved chunks of one evaluation in ``folder`` (``chunk-START-END.json``)."""
 
@@ -97,7 +88,7 @@ class ChunkStore:
         if record.get("attacks") is None or list(record["attacks"]) != self.attacks:
             raise ValueError(f"{path} has attacks {list(record.get('attacks') or [])}, expected {self.attacks}: "
                              f"remove it to recompute that chunk")
-        results = {name: _result_from_dict(name, value) for name, value in record["attacks"].items()}
+        results = {name: AttackResult.from_dict(name, value) for name, value in record["attacks"].items()}
         seconds = record.get("seconds")
         return results, float(seconds) if seconds is not None else _attack_seconds(results)
 
