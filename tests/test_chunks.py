@@ -97,6 +97,8 @@ def test_a_folder_of_another_evaluation_is_refused(setup, tmp_path):
         _eval(model, x, y, attacks=("clean", "pgd"), chunk_examples=30, resume_dir=tmp_path, pgd_steps=7)
     with pytest.raises(ValueError, match="another evaluation"):
         _eval(model, x.flip(0), y.flip(0), attacks=("clean", "pgd"), chunk_examples=30, resume_dir=tmp_path)
+    with pytest.raises(ValueError, match="another evaluation"):  # other batches, other random starts
+        _eval(model, x, y, attacks=("clean", "pgd"), chunk_examples=30, resume_dir=tmp_path, batch_size=16)
     # a damaged chunk file says which file and what to do
     path = next(tmp_path.glob("chunk-*.json"))
     path.write_text("{not json")

@@ -110,8 +110,9 @@ def _chunk_store(resume_dir: str | os.PathLike | None, model: nn.Module, x: torc
     if resume_dir is None:
         return None
     # the settings that change results, the model and the examples: a saved chunk of any other
-    # evaluation is refused rather than used
-    keyed = {k: v for k, v in record.items() if k not in ("batch_size", "device")}
+    # evaluation is refused rather than used. The batch size counts: random starts are drawn per
+    # batch of the examples still standing.
+    keyed = {k: v for k, v in record.items() if k != "device"}
     fingerprint = evaluation_fingerprint(model, x, y, {**keyed, "fast": cfg.fast})
     return ChunkStore(resume_dir, fingerprint, cfg.attacks)
 
