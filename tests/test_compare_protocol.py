@@ -9,7 +9,8 @@ import pytest
 from binprune.cli import main
 from binprune.config import CompareConfig
 from binprune.experiments.compare import compare, resolve_preset, table_statistics
-from binprune.experiments.protocol import evaluation_attacks, seed_markdown, seed_summary, table_attacks
+from binprune.experiments.protocol import (evaluation_attacks, seed_markdown, seed_summary, table_attacks,
+                                          width_paired_tests)
 from binprune.experiments.sweeps import scaled_widths
 from tests.conftest import requires_fashion_mnist
 
@@ -58,6 +59,26 @@ def test_seed_summary_gives_mean_and_sample_spread():
     assert any("0.3000 ± 0.1000" in line for line in seed_markdown(summary))
 
 
+def test_width_paired_tests_compare_each_width_with_the_widest_and_correct_together():
+    rows = [{"method": m, "label": m.upper(), "width_factor": f} for m in ("a", "b") for f in (0.5, 1, 0.75)]
+    wide = [1] * 40 + [0] * 10
+    flags = {("a", 1): wide, ("a", 0.75): [1] * 38 + [0] * 12, ("a", 0.5): [0] * 30 + [1] * 10 + [0] * 10,
+             ("b", 1): wide, ("b", 0.75): wide, ("b", 0.5): None}
+    paired = width_paired_tests(rows, flags)
+    by = {(c["method"], c["width_factor"]): c for c in paired["comparisons"]}
+    assert set(by) == {("a", 0.5), ("a", 0.75), ("b", 0.5), ("b", 0.75)}
+    assert all(c["reference_width_factor"] == 1 for c in by.values())
+    far = by[("a", 0.5)]  # 30 images robust only at x1, none only at x0.5: p = 2 * 0.5**30
+    assert (far["narrower_only_robust"], far["wider_only_robust"]) == (0, 30)
+    assert far["wider_minus_narrower"] == pytest.approx(0.6)
+    assert far["p_value"] == pytest.approx(2 * 0.5 ** 30) and far["p_holm"] == pytest.approx(3 * far["p_value"])
+    assert far["significant"] is True
+    near = by[("a", 0.75)]  # 2 discordant images: not a finding
+    assert near["wider_only_robust"] == 2 and near["significant"] is False
+    assert by[("b", 0.75)]["p_value"] == 1.0 and by[("b", 0.5)]["p_value"] is None and paired["n_tested"] == 3
+    assert "n/a" in by[("b", 0.5)]["note"]
+
+
 @pytest.mark.slow
 @requires_fashion_mnist
 def test_parallel_workers_give_the_serial_results_and_seeds_are_summarized(tmp_path):
@@ -95,6 +116,10 @@ def test_the_width_sweep_writes_its_table_and_plot(tmp_path):
     assert table["width_factors"] == [1, 2] and table["widths"] == {"1": [4, 8], "2": [8, 16]}
     assert len(table["rows"]) == 4 and {r["width_factor"] for r in table["rows"]} == {1, 2}
     assert all(r["interval95"] is not None for r in table["rows"])
+    assert table["paired"]["n_tested"] == 2  # each method at x1 against itself at x2, from the saved flags
+    assert {(c["method"], c["width_factor"], c["reference_width_factor"]) for c in table["paired"]["comparisons"]} \
+        == {("binprune-p0.1", 1, 2), ("at-binary-small", 1, 2)}
+    assert "x1 vs x2" in (out / "widths.md").read_text()
     assert (out / "widths.png").stat().st_size > 0 and "| binprune" in (out / "widths.md").read_text()
     assert (out / "width-x2" / "methods" / "binprune-p0.1.json").is_file()
 

@@ -59,7 +59,7 @@ from ..training import train
 from ..utils import atomic_write_bytes, resolve_device, write_json
 from ..views import ExampleView, select_examples
 from .parallel import phase_lock, run_parallel
-from .protocol import ATTACK_LABELS, evaluation_attacks, protocol_note, seed_markdown, table_attacks
+from .protocol import ATTACK_LABELS, evaluation_attacks, protocol_note, saved_robust_flags, seed_markdown, table_attacks
 from .sweeps import seed_runs, width_sweep
 
 __all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table",
@@ -686,10 +686,8 @@ def _collect_rows(names: Sequence[str], methods_dir: Path) -> tuple[list[Compari
     for name in names:
         path = methods_dir / f"{name}.json"
         if path.is_file():
-            saved = json.loads(path.read_text())
-            rows.append(ComparisonRow.from_dict(saved["row"]))
-            attacks = saved.get("evaluation", {}).get("attacks", {})
-            flags[name] = {a: r["robust_flags"] for a, r in attacks.items() if r.get("robust_flags") is not None}
+            rows.append(ComparisonRow.from_dict(json.loads(path.read_text())["row"]))
+            flags[name] = saved_robust_flags(path)
         else:
             pending.append(name)
     return rows, pending, flags

@@ -11,14 +11,17 @@ headline rows named, every row gets AutoAttack standard (the protocol of earlier
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import CompareConfig
+from ..stats import exact_mcnemar, holm
 
 __all__ = ["ATTACK_LABELS", "evaluation_attacks", "table_attacks", "seed_summary", "seed_markdown", "protocol_note",
-           "width_rows"]
+           "width_rows", "saved_robust_flags", "width_paired_tests"]
 
 #: Column and legend labels of the attacks a table can hold.
 ATTACK_LABELS = {"clean": "clean", "pgd": "PGD-20", "autoattack-apgd": "APGD-CE + APGD-T", "autoattack": "AutoAttack"}
@@ -118,3 +121,49 @@ def width_rows(factors: Sequence[float], tables: Sequence[Mapping[str, Any]], at
                          "nonzero_weights": r.get("nonzero_weights"), "total_weights": r.get("total_weights"),
                          "sparsity": r.get("sparsity")})
     return rows
+
+
+def saved_robust_flags(method_file: Path) -> dict[str, list[int]]:
+    """``{attack: per-example robust flags}`` of a finished method's ``methods/NAME.json``
+    (attacks without flags, as in files written before flags were recorded, are left out)."""
+    attacks = json.loads(Path(method_file).read_text()).get("evaluation", {}).get("attacks", {})
+    return {a: r["robust_flags"] for a, r in attacks.items() if r.get("robust_flags") is not None}
+
+
+def width_paired_tests(rows: Sequence[Mapping[str, Any]], flags: Mapping[tuple[str, float], Sequence[int] | None],
+                       alpha: float = 0.05) -> dict:
+    """Does width change a method's robustness? Each method at each width against the same
+    method at its widest finished width, on the same test images.
+
+    ``rows`` are :func:`width_rows` records, ``flags[(method, width_factor)]`` the robust flags
+    under the rows' attack. The test is the exact McNemar test (as the comparison tables'), and
+    the p-values of all the table's comparisons are Holm-corrected together; a pair without flags
+    on both sides, or with flags of different lengths, is reported as ``p_value: None``.
+    """
+    comparisons: list[dict[str, Any]] = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["width_factor"])
+        widest = mine[-1]["width_factor"]
+        wide_flags = flags.get((method, widest))
+        for r in mine[:-1]:
+            entry: dict[str, Any] = {"method": method, "label": r["label"], "width_factor": r["width_factor"],
+                                     "reference_width_factor": widest, "p_value": None, "p_holm": None,
+                                     "significant": None}
+            narrow_flags = flags.get((method, r["width_factor"]))
+            if wide_flags is None or narrow_flags is None or len(wide_flags) != len(narrow_flags):
+                entry["note"] = "no per-example flags on the same examples for both widths: n/a"
+            else:
+                test = exact_mcnemar(narrow_flags, wide_flags)
+                entry.update(narrower_only_robust=test["b"], wider_only_robust=test["c"], n_examples=test["n"],
+                             wider_minus_narrower=(test["c"] - test["b"]) / test["n"] if test["n"] else 0.0,
+                             p_value=test["p_value"])
+            comparisons.append(entry)
+    tested = [c for c in comparisons if c["p_value"] is not None]
+    if tested:
+        corrected = holm([c["p_value"] for c in tested], alpha)
+        for entry, adjusted, reject in zip(tested, corrected["adjusted"], corrected["reject"]):
+            entry["p_holm"], entry["significant"] = adjusted, reject
+    return {"paired_test": "exact McNemar on the per-example robust flags of the same test images",
+            "correction": "Holm (step-down) over all the comparisons of this table", "alpha": alpha,
+            "reference": "each method at its widest finished width", "comparisons": comparisons,
+            "n_tested": len(tested)}
