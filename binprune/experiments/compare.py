@@ -54,12 +54,13 @@ from ..methods import Method, Outcome, Phase, count_params, get_method, list_met
 from ..methods.dense import width_factor_for_ratio
 from ..models import create_model
 from ..results import ComparisonRow, EvalReport, accuracy_interval, git_commit
-from ..stats import INTERVAL_METHOD, PAIRED_TEST, exact_mcnemar, holm
+from ..stats import INTERVAL_METHOD, PAIRED_TEST, exact_mcnemar
 from ..training import train
 from ..utils import atomic_write_bytes, resolve_device, write_json
 from ..views import ExampleView, select_examples
 from .parallel import phase_lock, run_parallel
-from .protocol import ATTACK_LABELS, evaluation_attacks, protocol_note, saved_robust_flags, seed_markdown, table_attacks
+from .protocol import (ALPHA, ATTACK_LABELS, evaluation_attacks, format_p, holm_correct, protocol_note,
+                       saved_robust_flags, seed_markdown, table_attacks)
 from .sweeps import seed_runs, width_sweep
 
 __all__ = ["DEFAULT_METHODS", "Runner", "compare", "list_methods", "list_presets", "resolve_preset", "write_table",
@@ -369,7 +370,7 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "s":
         return f"{value:.0f}"
     if kind == "p":
-        return f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+        return format_p(value)
     return str(value)
 
 
@@ -377,9 +378,8 @@ def _fmt(value: Any, kind: str) -> str:
 
 #: The row every other method is tested against (the first ``binprune-*`` row when it is absent).
 REFERENCE_METHOD = "binprune-p0.1"
-#: Attacks whose per-example robust flags are compared, and the family-wise error rate of a table.
+#: Attacks whose per-example robust flags are compared (error rate: protocol.ALPHA).
 PAIRED_ATTACKS = ("pgd", "autoattack-apgd", "autoattack")
-ALPHA = 0.05
 _NO_FLAGS = "no per-example flags (row written by an older binprune): n/a"
 
 
@@ -441,12 +441,7 @@ def table_statistics(rows: Sequence[Mapping[str, Any]], flags: Mapping[str, Mapp
     comparisons = [_paired(r["method"], attack, flags.get(r["method"], {}).get(attack), ref_flags.get(attack))
                    for r in rows if r["method"] != reference for attack in PAIRED_ATTACKS
                    if r["accuracy"].get(attack) is not None and ref_row["accuracy"].get(attack) is not None]
-    tested = [c for c in comparisons if c["p_value"] is not None]
-    if tested:
-        corrected = holm([c["p_value"] for c in tested], alpha)
-        for entry, adjusted, reject in zip(tested, corrected["adjusted"], corrected["reject"]):
-            entry["p_holm"], entry["significant"] = adjusted, reject
-    out["comparisons"], out["n_tested"] = comparisons, len(tested)
+    out["comparisons"], out["n_tested"] = comparisons, holm_correct(comparisons, alpha)
     return out
 
 

@@ -21,7 +21,10 @@ from ..config import CompareConfig
 from ..stats import exact_mcnemar, holm
 
 __all__ = ["ATTACK_LABELS", "evaluation_attacks", "table_attacks", "seed_summary", "seed_markdown", "protocol_note",
-           "width_rows", "saved_robust_flags", "width_paired_tests"]
+           "width_rows", "saved_robust_flags", "width_paired_tests", "holm_correct", "format_p", "ALPHA"]
+
+#: Family-wise error rate of a table's paired tests (Holm).
+ALPHA = 0.05
 
 #: Column and legend labels of the attacks a table can hold.
 ATTACK_LABELS = {"clean": "clean", "pgd": "PGD-20", "autoattack-apgd": "APGD-CE + APGD-T", "autoattack": "AutoAttack"}
@@ -123,6 +126,22 @@ def width_rows(factors: Sequence[float], tables: Sequence[Mapping[str, Any]], at
     return rows
 
 
+def format_p(p: float) -> str:
+    """A p-value as the tables print it: two significant digits below 0.01, else three decimals."""
+    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def holm_correct(comparisons: Sequence[dict[str, Any]], alpha: float = ALPHA) -> int:
+    """Fill ``p_holm`` and ``significant`` of the comparisons that have a ``p_value``, Holm-corrected
+    together as one family (the others keep ``None``); returns how many were tested."""
+    tested = [c for c in comparisons if c["p_value"] is not None]
+    if tested:
+        corrected = holm([c["p_value"] for c in tested], alpha)
+        for entry, adjusted, reject in zip(tested, corrected["adjusted"], corrected["reject"]):
+            entry["p_holm"], entry["significant"] = adjusted, reject
+    return len(tested)
+
+
 def saved_robust_flags(method_file: Path) -> dict[str, list[int]]:
     """``{attack: per-example robust flags}`` of a finished method's ``methods/NAME.json``
     (attacks without flags, as in files written before flags were recorded, are left out)."""
@@ -131,7 +150,7 @@ def saved_robust_flags(method_file: Path) -> dict[str, list[int]]:
 
 
 def width_paired_tests(rows: Sequence[Mapping[str, Any]], flags: Mapping[tuple[str, float], Sequence[int] | None],
-                       alpha: float = 0.05) -> dict:
+                       alpha: float = ALPHA) -> dict:
     """Does width change a method's robustness? Each method at each width against the same
     method at its widest finished width, on the same test images.
 
@@ -158,12 +177,8 @@ def width_paired_tests(rows: Sequence[Mapping[str, Any]], flags: Mapping[tuple[s
                              wider_minus_narrower=(test["c"] - test["b"]) / test["n"] if test["n"] else 0.0,
                              p_value=test["p_value"])
             comparisons.append(entry)
-    tested = [c for c in comparisons if c["p_value"] is not None]
-    if tested:
-        corrected = holm([c["p_value"] for c in tested], alpha)
-        for entry, adjusted, reject in zip(tested, corrected["adjusted"], corrected["reject"]):
-            entry["p_holm"], entry["significant"] = adjusted, reject
+    n_tested = holm_correct(comparisons, alpha)
     return {"paired_test": "exact McNemar on the per-example robust flags of the same test images",
             "correction": "Holm (step-down) over all the comparisons of this table", "alpha": alpha,
             "reference": "each method at its widest finished width", "comparisons": comparisons,
-            "n_tested": len(tested)}
+            "n_tested": n_tested}

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..config import CompareConfig
 from ..results import code_versions
 from ..utils import atomic_write_bytes, write_json
-from .protocol import ATTACK_LABELS, saved_robust_flags, seed_summary, width_paired_tests, width_rows
+from .protocol import ATTACK_LABELS, format_p, saved_robust_flags, seed_summary, width_paired_tests, width_rows
 
 __all__ = ["seed_runs", "width_sweep", "scaled_widths", "write_width_table"]
 
@@ -80,10 +80,6 @@ def _width_flags(out: Path, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str
     return flags
 
 
-def _fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
-
-
 def _width_verdicts(paired: Mapping[str, Any], attack_label: str) -> list[str]:
     """The widths.md lines of :func:`width_paired_tests`."""
     comparisons = paired["comparisons"]
@@ -101,7 +97,7 @@ def _width_verdicts(paired: Mapping[str, Any], attack_label: str) -> list[str]:
         mark = "*" if c["significant"] else ""
         verdict = ("wider more robust" if c["wider_minus_narrower"] > 0 else "narrower more robust") \
             if c["significant"] else "no significant difference"
-        lines.append(head + f"{verdict} ({diff}, p = {_fmt_p(c['p_holm'])}{mark}); robust only at x"
+        lines.append(head + f"{verdict} ({diff}, p = {format_p(c['p_holm'])}{mark}); robust only at x"
                      f"{c['width_factor']:g} {c['narrower_only_robust']}, only at x{c['reference_width_factor']:g} "
                      f"{c['wider_only_robust']} images")
     return lines
@@ -138,7 +134,7 @@ def write_width_table(out: Path, config: CompareConfig, tables: Sequence[Mapping
         iv = r["interval95"]
         c = by_row.get((r["method"], r["width_factor"]))
         versus = "reference" if c is None else ("n/a" if c["p_holm"] is None
-                                                else _fmt_p(c["p_holm"]) + ("*" if c["significant"] else ""))
+                                                else format_p(c["p_holm"]) + ("*" if c["significant"] else ""))
         lines.append(f"| {r['label']} | {r['width_factor']:g} | {table['widths'][format(r['width_factor'], 'g')]} | "
                      f"{r['total_weights']:,} | {r['nonzero_weights']:,} | {r['clean']:.4f} | {r['accuracy']:.4f}"
                      + (f" [{iv[0]:.3f}-{iv[1]:.3f}]" if iv else "") + f" | {versus} |")
