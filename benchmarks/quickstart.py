@@ -35,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from binprune.doctor import cpu_features  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,7 +81,7 @@ def main() -> None:
                        + ("" if args.skip_dense else ", and the same with --dense (full-precision AT)"),
         "units": {"accuracy": "fraction in [0, 1]", "seconds": "s"},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(), **cpu_features()},
         "supermask": run(base / "supermask", *train_args, resume=args.resume, previous=earlier.get("supermask")),
         "complete": args.skip_dense,
     }

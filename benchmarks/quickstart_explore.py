@@ -6,7 +6,9 @@ with PGD-20 on the first test images; one JSON line per configuration is appende
         "epochs": 2, "train_examples": 20000, "test_examples": 1000}]' --out benchmarks/results/quickstart-explore.jsonl
 
 Every configuration uses the carried fast attack at eps = 0.1, lr 0.1, batch 128, seed 0, one
-thread, unless its JSON sets another ``binprune.train`` setting.
+thread, unless its JSON sets another ``binprune.train`` setting. ``"dense": true`` trains the
+weights of the same dense network instead (full-precision AT); ``width``, ``sparsity`` and ``p``
+set the network and its mask. Each line records the kept parameters (``binprune.sparsity_report``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def run(config: dict, train_set, test_set) -> dict:
     settings = {"eps": 0.1, "attack": "fast", "carry_perturbation": True, "lr": 0.1, "batch_size": 128, **c}
     start = time.perf_counter()
     result = binprune.train(model, train_set, test_data=test_set, progress=False, device="cpu", **settings)
-    return {"name": name, "width": width, "sparsity": sparsity, **c, "acc": result.accuracy,
+    kept = binprune.sparsity_report(model).kept_params
+    return {"name": name, "width": width, "dense": dense, "sparsity": 0.0 if dense else sparsity, "p": p,
+            "kept_params": kept, **c, "acc": result.accuracy,
             "seconds": time.perf_counter() - start, "img_s": [h["images_per_second"] for h in result.history],
             "val": [h.get("val_accuracy") for h in result.history], "load_average": os.getloadavg()}
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import binprune  # noqa: E402
 from binprune.adversary import make_attack, run_attack  # noqa: E402
+from binprune.doctor import cpu_features  # noqa: E402
 from binprune.training.trainer import autocast_context  # noqa: E402
 from binprune.utils import write_json  # noqa: E402
 
@@ -243,7 +244,7 @@ def main() -> None:
         "description": "seconds per adversarial training step and per evaluation attack batch on this machine: "
                        "default code path vs alternatives, interleaved rounds, medians",
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(), **cpu_features()},
         "config": {"batch_size": args.batch_size, "repeats": args.repeats, "resnet_width": args.resnet_width,
                    "apgd_iterations": args.apgd_iterations},
         "load_average_before": load_before,

@@ -66,3 +66,21 @@ def test_a_check_that_raises_is_reported_not_raised():
 
     (finding,) = doctor.run_checks([broken])
     assert finding.status == "problem" and "metadata unreadable" in finding.detail
+
+
+def test_bf16_advice_follows_the_cpu_matrix_units(monkeypatch):
+    """--amp bf16 is only advised where the CPU has AMX; an unknown answer says so instead of guessing."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert doctor.cpu_features()["amx_tile"] is True
+    (with_amx,) = doctor.check_bf16()
+    assert with_amx.status == "info" and "trains faster" in with_amx.detail
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    (without,) = doctor.check_bf16()
+    assert "slower here" in without.detail and "keep float32" in without.detail
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert doctor.cpu_features()["amx_tile"] is None
+    (unknown,) = doctor.check_bf16()
+    assert "cannot tell" in unknown.detail
+    assert doctor.check_bf16 in doctor.CHECKS
