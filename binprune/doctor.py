@@ -232,9 +232,10 @@ def check_bf16() -> Iterable[Finding]:
     elif amx:
         yield Finding("cpu bf16", "info", "the CPU has bfloat16 matrix units (AMX): --amp bf16 trains faster on it "
                       "(1.87x for the quickstart's step on such a CPU) at a small change in results", None)
-    else:
+    else:  # says nothing about a GPU, where bf16 is the intended use
         yield Finding("cpu bf16", "info", "the CPU has no bfloat16 matrix units (AMX): --amp bf16 would train "
-                      "slower here (0.74x for the quickstart's step on such a CPU); keep float32", None)
+                      "slower on this CPU (0.74x for the quickstart's step on such a CPU); keep float32 for CPU "
+                      "runs", None)
 
 
 def check_devices() -> Iterable[Finding]:

@@ -77,7 +77,7 @@ def test_bf16_advice_follows_the_cpu_matrix_units(monkeypatch):
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     (without,) = doctor.check_bf16()
-    assert "slower here" in without.detail and "keep float32" in without.detail
+    assert "slower on this CPU" in without.detail and "keep float32 for CPU runs" in without.detail
 
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert doctor.cpu_features()["amx_tile"] is None
