@@ -210,10 +210,11 @@ def check_data(data_dir: str | os.PathLike | None = None) -> Iterable[Finding]:
 def cpu_features() -> dict[str, object]:
     """The CPU's vector and bfloat16 units as PyTorch sees them.
 
-    ``amp="bf16"`` pays off on a CPU only where it has bfloat16 matrix units (AMX): there the
-    quickstart's training step ran 1.87x faster, on a CPU without them 0.74x
-    (``benchmarks/results/speed-amx.json``, ``speed.json``). The probes are private to PyTorch, so
-    a version without them gives ``None`` (unknown) rather than an error.
+    ``amp="bf16"`` pays off on a CPU only where it has native bfloat16 instructions, AVX512-BF16
+    or the AMX matrix units: the quickstart's training step ran 1.87x faster on an Intel CPU with
+    both and 1.91x on an AMD CPU with AVX512-BF16 alone, but 0.74x on a CPU of the earlier speed
+    run (``benchmarks/results/speed-amx.json``, ``speed-zen5.json``, ``speed.json``). The probes
+    are private to PyTorch, so a version without them gives ``None`` (unknown), not an error.
     """
     import torch
 
@@ -225,17 +226,20 @@ def cpu_features() -> dict[str, object]:
 
 
 def check_bf16() -> Iterable[Finding]:
-    amx = cpu_features()["amx_tile"]
-    if amx is None:
-        yield Finding("cpu bf16", "info", "this PyTorch cannot tell whether the CPU has bfloat16 matrix units (AMX); "
-                      "time a few steps with and without --amp bf16 before choosing", None)
-    elif amx:
-        yield Finding("cpu bf16", "info", "the CPU has bfloat16 matrix units (AMX): --amp bf16 trains faster on it "
-                      "(1.87x for the quickstart's step on such a CPU) at a small change in results", None)
+    features = cpu_features()
+    units = [name for name, key in (("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile")) if features[key]]
+    if units:
+        yield Finding("cpu bf16", "info", f"the CPU has native bfloat16 instructions ({', '.join(units)}): --amp "
+                      "bf16 trains faster on it (1.87-1.91x for the quickstart's step on such CPUs) at a small "
+                      "change in results", None)
+    elif features["avx512_bf16"] is None or features["amx_tile"] is None:
+        yield Finding("cpu bf16", "info", "this PyTorch cannot tell whether the CPU has native bfloat16 "
+                      "instructions (AVX512-BF16, AMX); time a few steps with and without --amp bf16 before "
+                      "choosing", None)
     else:  # says nothing about a GPU, where bf16 is the intended use
-        yield Finding("cpu bf16", "info", "the CPU has no bfloat16 matrix units (AMX): --amp bf16 would train "
-                      "slower on this CPU (0.74x for the quickstart's step on such a CPU); keep float32 for CPU "
-                      "runs", None)
+        yield Finding("cpu bf16", "info", "the CPU has no native bfloat16 instructions (AVX512-BF16, AMX): --amp "
+                      "bf16 would train slower on this CPU (0.74x for the quickstart's step on such a CPU); keep "
+                      "float32 for CPU runs", None)
 
 
 def check_devices() -> Iterable[Finding]:

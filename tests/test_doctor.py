@@ -68,19 +68,29 @@ def test_a_check_that_raises_is_reported_not_raised():
     assert finding.status == "problem" and "metadata unreadable" in finding.detail
 
 
-def test_bf16_advice_follows_the_cpu_matrix_units(monkeypatch):
-    """--amp bf16 is only advised where the CPU has AMX; an unknown answer says so instead of guessing."""
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+def test_bf16_advice_follows_the_cpu_bf16_instructions(monkeypatch):
+    """--amp bf16 is advised where the CPU has AVX512-BF16 or AMX (either sufficed in the speed runs);
+    an unknown answer says so instead of guessing."""
+    def cpu(avx512_bf16, amx):
+        for probe, answer in (("_is_avx512_bf16_supported", avx512_bf16), ("_is_amx_tile_supported", amx)):
+            if answer is None:
+                monkeypatch.delattr(torch.cpu, probe, raising=False)
+            else:
+                monkeypatch.setattr(torch.cpu, probe, lambda answer=answer: answer, raising=False)
+        (finding,) = doctor.check_bf16()
+        assert finding.status == "info"
+        return finding.detail
+
+    both = cpu(True, True)
+    assert "trains faster" in both and "AVX512-BF16, AMX" in both
     assert doctor.cpu_features()["amx_tile"] is True
-    (with_amx,) = doctor.check_bf16()
-    assert with_amx.status == "info" and "trains faster" in with_amx.detail
-
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    (without,) = doctor.check_bf16()
-    assert "slower on this CPU" in without.detail and "keep float32 for CPU runs" in without.detail
-
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    avx_only = cpu(True, False)  # the AMD CPU of speed-zen5.json: 1.91x
+    assert "trains faster" in avx_only and "AMX" not in avx_only.split("(")[1].split(")")[0]
+    assert "trains faster" in cpu(False, True)
+    neither = cpu(False, False)
+    assert "slower on this CPU" in neither and "keep float32 for CPU runs" in neither
+    assert "cannot tell" in cpu(None, False)
+    assert "cannot tell" in cpu(False, None)
     assert doctor.cpu_features()["amx_tile"] is None
-    (unknown,) = doctor.check_bf16()
-    assert "cannot tell" in unknown.detail
+    assert "trains faster" in cpu(True, None)  # one known unit suffices
     assert doctor.check_bf16 in doctor.CHECKS
