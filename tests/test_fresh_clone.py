@@ -24,3 +24,10 @@ def test_a_relative_output_is_resolved_against_the_callers_folder(tmp_path):
     run = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "no-such-repo"), "here.json"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and str(tmp_path / "here.json") in run.stderr
+
+
+def test_an_unknown_make_target_is_refused(tmp_path):
+    run = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "no-such-repo"), str(tmp_path / "new.json")],
+                         env={"PATH": "/usr/bin:/bin", "TARGET": "test"}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "TARGET must be quickstart or quickstart-long" in run.stderr
+    assert not (tmp_path / "new.json").exists()
