@@ -1,5 +1,5 @@
-"""benchmarks/fresh_clone.sh's argument handling: it never replaces an earlier measurement (the
-full run, a clone plus `make quickstart`, is a benchmark, not a test)."""
+"""benchmarks/fresh_clone.sh's argument handling (it never replaces an earlier measurement) and the
+make target it runs (the full run, a clone plus `make quickstart`, is a benchmark, not a test)."""
 
 import subprocess
 from pathlib import Path
@@ -31,3 +31,14 @@ def test_an_unknown_make_target_is_refused(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "TARGET": "test"}, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "TARGET must be quickstart or quickstart-long" in run.stderr
     assert not (tmp_path / "new.json").exists()
+
+
+def test_make_quickstart_long_trains_its_preset_with_the_extra_options():
+    """`make quickstart-long ARGS=...` (what fresh_clone.sh runs) trains the quickstart-long preset
+    into runs/quickstart-long, resuming there, with the options passed on."""
+    run = subprocess.run(["make", "-n", "quickstart-long", "ARGS=--amp bf16"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    (train,) = [line for line in run.stdout.splitlines() if "binprune train" in line]
+    assert "--preset quickstart-long --out runs/quickstart-long --amp bf16" in train
+    assert "runs/quickstart-long/last.pt" in train and "--resume" in train
