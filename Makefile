@@ -1,4 +1,5 @@
-# The two commands of the README: `make quickstart` and `make test`. Each installs what it needs.
+# The README's commands: `make quickstart`, `make quickstart-long` and `make test`. Each installs
+# what it needs.
 .PHONY: quickstart quickstart-long test test-fast install
 
 # Extra `binprune train` options for the quickstarts, e.g. `make quickstart-long ARGS="--amp bf16"`
